@@ -1,0 +1,5 @@
+//! kiln's Dockerfile frontend: turns Dockerfile text plus build arguments into a build graph.
+//!
+//! Owns lexing and parsing (parser directives, heredocs, escapes, spans for errors),
+//! shell-word expansion, `.dockerignore` patterns, stage resolution and lowering to the ops
+//! of the build graph. It depends on nothing else of kiln.

@@ -1,0 +1,1 @@
+//! TODO(export): being written.

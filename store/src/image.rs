@@ -1,0 +1,1 @@
+//! TODO(image): being written.

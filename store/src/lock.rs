@@ -1,0 +1,1 @@
+//! TODO(lock): being written.

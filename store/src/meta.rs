@@ -1,0 +1,1 @@
+//! TODO(meta): being written.

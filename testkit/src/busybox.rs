@@ -1,0 +1,1 @@
+//! TODO(busybox fixture): being written.

@@ -1,0 +1,9 @@
+//! Fixtures shared by kiln's test suites (a dev-dependency only, never shipped).
+//!
+//! Everything here is real: [`registry`] starts Debian's `docker-registry` binary on a loopback
+//! port; [`busybox`] makes a busybox root filesystem tar from the `busybox-static` package. A
+//! fixture whose prerequisite is missing panics naming the package to install, so a test never
+//! skips silently.
+
+pub mod busybox;
+pub mod registry;
