@@ -1,6 +1,7 @@
 //! Command-line parsing (clap) and dispatch to one module per command group.
 
 mod debug;
+mod login;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,10 @@ pub enum Command {
     /// Tools for debugging kiln and Dockerfiles.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Log in to a registry (stores credentials like `docker login`).
+    Login(login::LoginArgs),
+    /// Log out from a registry (removes stored credentials).
+    Logout(login::LogoutArgs),
 }
 
 /// Sets up `tracing` output on stderr; `RUST_LOG` overrides the level.
@@ -48,5 +53,7 @@ pub fn init_logging(debug: bool) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Debug(cmd) => debug::run(cmd),
+        Command::Login(args) => login::login(&cli.global, args),
+        Command::Logout(args) => login::logout(&cli.global, args),
     }
 }

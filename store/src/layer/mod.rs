@@ -1,1 +1,3 @@
-//! TODO(layer): being written.
+//! TODO(layer): being written. Layer tar encode/decode.
+
+pub mod encode;

@@ -1,0 +1,1 @@
+//! TODO(encode): being written.
