@@ -3,3 +3,11 @@
 //! Owns lexing and parsing (parser directives, heredocs, escapes, spans for errors),
 //! shell-word expansion, `.dockerignore` patterns, stage resolution and lowering to the ops
 //! of the build graph. It depends on nothing else of kiln.
+
+pub mod ast;
+pub mod error;
+pub mod parser;
+
+pub use ast::{Directive, Dockerfile, Heredoc, Node, Warning};
+pub use error::{DockerfileError, Pos, Source};
+pub use parser::{parse, parse_str};
