@@ -5,8 +5,10 @@
 //! of the build graph. It depends on nothing else of kiln.
 
 pub mod ast;
+pub mod dockerignore;
 pub mod error;
 pub mod parser;
+pub mod shell;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Node, Warning};
 pub use error::{DockerfileError, Pos, Source};
