@@ -5,8 +5,11 @@
 //! of the build graph. It depends on nothing else of kiln.
 
 pub mod ast;
+pub mod config;
 pub mod dockerignore;
 pub mod error;
+pub mod graph;
+pub mod instructions;
 pub mod parser;
 pub mod shell;
 
