@@ -522,6 +522,60 @@ impl Image {
     }
 }
 
+/// Stores a new image made by kiln (import, build): its config, then an OCI manifest naming
+/// the config and `layers` (whose blobs must already be stored). Returns the stored image.
+pub fn commit_image(blobs: &BlobStore, config: &ImageConfig, layers: &[Layer]) -> Result<Image, ImageError> {
+    let config_raw = config.to_bytes();
+    let config_digest = blobs.put(&config_raw)?;
+    commit_manifest(blobs, &config_digest, config_raw.len() as u64, layers)
+}
+
+/// Stores an OCI manifest for an already stored config and layers, and returns the image.
+pub fn commit_manifest(
+    blobs: &BlobStore,
+    config_digest: &Digest,
+    config_size: u64,
+    layers: &[Layer],
+) -> Result<Image, ImageError> {
+    let manifest = ManifestOut {
+        schema_version: 2,
+        media_type: media_type::OCI_MANIFEST,
+        config: DescriptorOut::new(media_type::OCI_CONFIG, config_digest, config_size),
+        layers: layers.iter().map(|l| DescriptorOut::new(&l.media_type, &l.digest, l.size)).collect(),
+    };
+    // Plain data with string keys: serialising cannot fail.
+    let manifest_raw = serde_json::to_vec(&manifest).unwrap_or_default();
+    let manifest_digest = blobs.put(&manifest_raw)?;
+    Image::load(blobs, &manifest_digest)
+}
+
+/// The manifest kiln writes; field order as the OCI spec's examples and BuildKit's output.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestOut<'a> {
+    schema_version: u32,
+    media_type: &'a str,
+    config: DescriptorOut<'a>,
+    layers: Vec<DescriptorOut<'a>>,
+}
+
+/// A descriptor as kiln writes it (manifests, layout indexes).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DescriptorOut<'a> {
+    pub media_type: &'a str,
+    pub digest: &'a Digest,
+    pub size: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'a> DescriptorOut<'a> {
+    pub(crate) fn new(media_type: &'a str, digest: &'a Digest, size: u64) -> Self {
+        DescriptorOut { media_type, digest, size, annotations: BTreeMap::new() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
