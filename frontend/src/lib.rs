@@ -12,7 +12,9 @@ pub mod graph;
 pub mod instructions;
 pub mod parser;
 pub mod shell;
+pub mod stages;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Node, Warning};
 pub use error::{DockerfileError, Pos, Source};
 pub use parser::{parse, parse_str};
+pub use stages::{BuildOptions, FrontendError, lower};

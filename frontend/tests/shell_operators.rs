@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use kiln_frontend::shell::Lexer;
 
+/// input, environment, expected output
+type Case = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
@@ -15,7 +18,7 @@ fn word(input: &str, pairs: &[(&str, &str)]) -> Result<String, String> {
 
 #[test]
 fn prefix_and_suffix_removal() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         (r"${FOO#()[]{\}^$.\*\?|\\}", &[("FOO", r"()[]{}^$.*?|\x")], "x"),
         (r"${FOO%%\**}", &[("FOO", "xx**")], "xx"),
         ("${FOO#*x*y}", &[("FOO", "xxyy")], "y"),
@@ -43,7 +46,7 @@ fn prefix_and_suffix_removal() {
 
 #[test]
 fn substitution() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         (
             "${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}",
             &[("FOO", "/foo*/*/*.txt"), ("NEEDLE", r"\*/")],
