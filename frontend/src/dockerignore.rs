@@ -406,29 +406,38 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Tok, usize), &'static st
     }
 }
 
-/// Whether `toks` matches the whole of `s` (backtracking; patterns are short).
+/// Whether `toks` matches the whole of `s`. Dynamic programming over (token, position), so a
+/// pattern with many stars cannot make matching exponential.
 fn match_tokens(toks: &[Tok], s: &[char]) -> bool {
-    let Some((tok, rest)) = toks.split_first() else {
-        return s.is_empty();
-    };
-    match tok {
-        Tok::Lit(c) => s.first() == Some(c) && match_tokens(rest, &s[1..]),
-        Tok::One => s.first().is_some_and(|c| *c != '/') && match_tokens(rest, &s[1..]),
-        Tok::Class { negated, ranges } => {
-            s.first().is_some_and(|c| ranges.iter().any(|(lo, hi)| lo <= c && c <= hi) != *negated)
-                && match_tokens(rest, &s[1..])
+    let n = s.len();
+    // `next[i]`: the tokens after the current one match `s[i..]`.
+    let mut next: Vec<bool> = (0..=n).map(|i| i == n).collect();
+    for tok in toks.iter().rev() {
+        let mut cur = vec![false; n + 1];
+        for i in (0..=n).rev() {
+            let c = s.get(i).copied();
+            cur[i] = match tok {
+                Tok::Lit(l) => c == Some(*l) && next[i + 1],
+                Tok::One => c.is_some_and(|c| c != '/') && next[i + 1],
+                Tok::Class { negated, ranges } => {
+                    c.is_some_and(|c| ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *negated) && next[i + 1]
+                }
+                // Zero characters, or one more (not `/`) and still in the star.
+                Tok::Star => next[i] || (c.is_some_and(|c| c != '/') && cur[i + 1]),
+                // Go's `.*`: anything but a newline.
+                Tok::Rest => next[i] || (c.is_some_and(|c| c != '\n') && cur[i + 1]),
+                // `(.*/)?`: nothing, or a run without newline that ends in `/`.
+                Tok::AnyDirs => next[i] || any_dirs(s, i, &next),
+            };
         }
-        Tok::Star => {
-            let run = s.iter().take_while(|c| **c != '/').count();
-            (0..=run).any(|n| match_tokens(rest, &s[n..]))
-        }
-        Tok::Rest => !s.contains(&'\n') && rest.is_empty(),
-        Tok::AnyDirs => {
-            // Zero components, or any prefix ending in `/` (no newline, like Go's `.`).
-            match_tokens(rest, s)
-                || (0..s.len()).any(|n| s[n] == '/' && !s[..n].contains(&'\n') && match_tokens(rest, &s[n + 1..]))
-        }
+        next = cur;
     }
+    next[0]
+}
+
+/// Whether some `j >= i` has `s[j] == '/'`, no newline in `s[i..j]`, and `after[j + 1]`.
+fn any_dirs(s: &[char], i: usize, after: &[bool]) -> bool {
+    s[i..].iter().take_while(|c| **c != '\n').enumerate().any(|(k, c)| *c == '/' && after[i + k + 1])
 }
 
 /// Finds and reads the ignore file BuildKit would use: `<dockerfile>.dockerignore` next to the

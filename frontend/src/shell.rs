@@ -477,47 +477,48 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
-/// Whether `toks` matches all of `s` (iterative glob matching with star backtracking).
-fn full_match(toks: &[Tok], s: &[char]) -> bool {
-    let (mut t, mut i) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while i < s.len() {
-        match toks.get(t) {
-            Some(Tok::Star) => {
-                star = Some((t, i));
-                t += 1;
-                continue;
+/// The end of the shortest (or longest) match of `toks` starting at `start`, simulating the
+/// pattern as an automaton over token positions so long values stay linear per start.
+fn match_at(toks: &[Tok], s: &[char], start: usize, greedy: bool) -> Option<usize> {
+    let m = toks.len();
+    // A star may also match nothing: let every live star pass its position on.
+    let close = |set: &mut Vec<bool>| {
+        for t in 0..m {
+            if set[t] && toks[t] == Tok::Star {
+                set[t + 1] = true;
             }
-            Some(Tok::Any) if s[i] != '\n' => {
-                t += 1;
-                i += 1;
-                continue;
-            }
-            Some(Tok::Lit(c)) if *c == s[i] => {
-                t += 1;
-                i += 1;
-                continue;
-            }
-            _ => {}
         }
-        // Backtrack: let the last star swallow one more character, unless that is a newline.
-        match star {
-            Some((st, si)) if s[si] != '\n' => {
-                star = Some((st, si + 1));
-                t = st + 1;
-                i = si + 1;
+    };
+    let mut cur = vec![false; m + 1];
+    cur[0] = true;
+    close(&mut cur);
+    let mut best = cur[m].then_some(start);
+    if best.is_some() && !greedy {
+        return best;
+    }
+    for (i, &c) in s.iter().enumerate().skip(start) {
+        let mut next = vec![false; m + 1];
+        for t in (0..m).filter(|&t| cur[t]) {
+            match toks[t] {
+                Tok::Star if c != '\n' => next[t] = true,
+                Tok::Any if c != '\n' => next[t + 1] = true,
+                Tok::Lit(l) if l == c => next[t + 1] = true,
+                _ => {}
             }
-            _ => return false,
+        }
+        close(&mut next);
+        if !next.contains(&true) {
+            break;
+        }
+        cur = next;
+        if cur[m] {
+            best = Some(i + 1);
+            if !greedy {
+                return best;
+            }
         }
     }
-    toks[t..].iter().all(|k| *k == Tok::Star)
-}
-
-/// The end of the shortest (or longest) match of `toks` starting at `start`.
-fn match_at(toks: &[Tok], s: &[char], start: usize, greedy: bool) -> Option<usize> {
-    let ends = start..=s.len();
-    let mut hit = |e: &usize| full_match(toks, &s[start..*e]);
-    if greedy { ends.rev().find(&mut hit) } else { ends.into_iter().find(&mut hit) }
+    best
 }
 
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, String> {

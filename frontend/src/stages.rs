@@ -291,6 +291,8 @@ impl<'a> Lowerer<'a> {
         let (mut st, triggers) = match base_stage {
             Some(b) => {
                 let mut st = self.stage(b)?;
+                // "CMD was set" is tracked per stage: a child's ENTRYPOINT still resets CMD.
+                st.cmd_set = false;
                 let triggers = std::mem::take(&mut st.image.on_build);
                 (st, triggers)
             }
