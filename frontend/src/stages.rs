@@ -35,6 +35,8 @@ pub struct BuildOptions {
     pub build_platform: Platform,
     /// The name errors give the Dockerfile (`Dockerfile`).
     pub file_name: String,
+    /// `--label KEY=value`: added to the target image's labels (not to its history).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for BuildOptions {
@@ -45,6 +47,7 @@ impl Default for BuildOptions {
             platform: None,
             build_platform: Platform::linux_amd64(),
             file_name: crate::error::DEFAULT_FILE_NAME.to_owned(),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -93,9 +96,10 @@ pub fn lower_dockerfile(
     lw.stage(target)?;
     let mut graph = std::mem::take(&mut lw.graph);
     for (index, done) in lw.done.iter_mut().enumerate() {
-        if let Some(state) = done.take() {
+        if let Some(mut state) = done.take() {
             if index == target {
                 graph.target = graph.stages.len();
+                state.image.labels.extend(opts.labels.clone());
             }
             graph.stages.push(StageOutput {
                 name: lw.stages[index].name.clone(),
@@ -288,6 +292,18 @@ impl<'a> Lowerer<'a> {
         };
         // Only an earlier stage can be a base; any other name is an image.
         let base_stage = self.find_stage(&base).filter(|&i| i < index);
+        let label = match (&self.stages[index].name, self.stages.len()) {
+            (_, 1) => String::new(),
+            (Some(n), _) => n.clone(),
+            (None, _) => format!("stage-{index}"),
+        };
+        let own_steps = self.stages[index]
+            .instrs
+            .iter()
+            .filter(|i| matches!(i.kind, Kind::Run(_) | Kind::Copy(_) | Kind::Add(_) | Kind::Workdir(_)))
+            .count();
+        let from_image = base_stage.is_none() && base != "scratch";
+        let mut steps = Steps { label, done: 0, total: own_steps + usize::from(from_image) };
         let (mut st, triggers) = match base_stage {
             Some(b) => {
                 let mut st = self.stage(b)?;
@@ -297,7 +313,8 @@ impl<'a> Lowerer<'a> {
                 (st, triggers)
             }
             None => {
-                let (root, mut image, platform) = self.image_source(&base, &platform, from_args_pos)?;
+                let (root, mut image, platform) =
+                    self.image_source(&base, &platform, from_args_pos, Some(&mut steps))?;
                 let triggers = std::mem::take(&mut image.on_build);
                 let st = StageState {
                     root,
@@ -323,14 +340,15 @@ impl<'a> Lowerer<'a> {
             st.cwd = st.image.working_dir.clone();
         }
         st.user = st.image.user.clone();
-        let label = self.stages[index].name.clone().unwrap_or_else(|| format!("stage-{index}"));
         let mut instrs = Vec::new();
         for t in &triggers {
             instrs.push(self.trigger(t, from_pos)?);
         }
+        // BuildKit counts every trigger as a step.
+        steps.total += triggers.len();
         instrs.extend(self.stages[index].instrs.clone());
-        for ins in &instrs {
-            self.dispatch(&mut st, ins, index, &label)?;
+        for (n, ins) in instrs.iter().enumerate() {
+            self.dispatch(&mut st, ins, index, &mut steps, n < triggers.len())?;
         }
         self.done[index] = Some(st.clone());
         Ok(st)
@@ -352,6 +370,7 @@ impl<'a> Lowerer<'a> {
         name: &str,
         platform: &Platform,
         pos: Pos,
+        steps: Option<&mut Steps>,
     ) -> Result<(Digest, ImageConfig, Platform), FrontendError> {
         if name.eq_ignore_ascii_case("scratch") {
             let root = self.graph.add(Op::Source(Source::Scratch), "scratch");
@@ -373,7 +392,11 @@ impl<'a> Lowerer<'a> {
         };
         let root = if resolved.has_layers {
             let reference = if resolved.reference.is_empty() { reference } else { resolved.reference.clone() };
-            let desc = format!("FROM {reference}");
+            let text = format!("FROM {reference}");
+            let desc = match steps {
+                Some(steps) => steps.name(&text, false),
+                None => text,
+            };
             self.graph.add(Op::Source(Source::Image { reference, platform: platform.clone() }), desc)
         } else {
             self.graph.add(Op::Source(Source::Scratch), "scratch")
@@ -401,7 +424,7 @@ impl<'a> Lowerer<'a> {
             Some(i) => Ok(self.stage(i)?.root),
             None => {
                 let platform = self.target_platform.clone();
-                Ok(self.image_source(from, &platform, pos)?.0)
+                Ok(self.image_source(from, &platform, pos, None)?.0)
             }
         }
     }
@@ -411,10 +434,22 @@ impl<'a> Lowerer<'a> {
         st: &mut StageState,
         ins: &Instruction,
         index: usize,
-        label: &str,
+        steps: &mut Steps,
+        onbuild: bool,
     ) -> Result<(), FrontendError> {
         let at = ins.args_pos;
-        let desc = format!("[{label}] {}", ins.original.trim());
+        let desc = match &ins.kind {
+            Kind::Run(_) => {
+                let mut raw = self.lexer;
+                raw.raw_quotes = true;
+                raw.skip_unset_env = true;
+                steps.name(&progress_text(&raw, &ins.original, &st.env), onbuild)
+            }
+            Kind::Copy(_) | Kind::Add(_) | Kind::Workdir(_) => {
+                steps.name(&progress_text(&self.lexer, &ins.original, &st.env), onbuild)
+            }
+            _ => String::new(),
+        };
         match &ins.kind {
             Kind::From(_) => {}
             Kind::Env(kvs) => {
@@ -571,7 +606,7 @@ impl<'a> Lowerer<'a> {
         run: &RunArgs,
         index: usize,
         at: Pos,
-        desc: String,
+        mut desc: String,
     ) -> Result<(), FrontendError> {
         let mut args = run.command.args.clone();
         let mut mounts = Vec::new();
@@ -582,6 +617,9 @@ impl<'a> Lowerer<'a> {
             let first = &run.heredocs[0];
             if crate::parser::heredoc_word(&args[0]).is_some() {
                 let data = first.chomped();
+                let summary = first.content.trim();
+                let more = if summary.contains('\n') { "..." } else { "" };
+                desc.push_str(&format!(" ({}{more})", summary.lines().next().unwrap_or("")));
                 if data.starts_with("#!") {
                     // A lone heredoc script with a shebang runs as a file mounted from scratch.
                     let script = FileAction::Mkfile { path: format!("/{}", first.name), mode: 0o755, content: data };
@@ -796,6 +834,36 @@ impl<'a> Lowerer<'a> {
         st.root = self.graph.add(Op::File(FileOp { root: st.root.clone(), actions }), desc);
         st.image.commit(msg, true, true);
         Ok(())
+    }
+}
+
+/// BuildKit's progress prefix for a stage's steps: `[name 2/5] `.
+struct Steps {
+    label: String,
+    done: usize,
+    total: usize,
+}
+
+impl Steps {
+    fn name(&mut self, text: &str, onbuild: bool) -> String {
+        if self.total == 0 {
+            return text.to_owned();
+        }
+        self.done += 1;
+        let width = self.total.to_string().len();
+        let label = if self.label.is_empty() { String::new() } else { format!("{} ", self.label) };
+        let onbuild = if onbuild { "ONBUILD " } else { "" };
+        format!("[{label}{:>width$}/{}] {onbuild}{text}", self.done, self.total)
+    }
+}
+
+/// The instruction line as progress shows it: variables expanded where possible, keyword
+/// upper-cased.
+fn progress_text(lexer: &Lexer, original: &str, env: &EnvList) -> String {
+    let text = lexer.process_word(original, env).unwrap_or_else(|_| original.to_owned());
+    match text.split_once(' ') {
+        Some((k, rest)) => format!("{} {rest}", k.to_uppercase()),
+        None => text.to_uppercase(),
     }
 }
 

@@ -356,6 +356,45 @@ fn copy_and_run_details() {
     );
 }
 
+#[test]
+fn progress_descriptions_follow_buildkit() {
+    let g = build(MULTI, &opts(&[]));
+    let mut names: Vec<&str> = g.vertices.values().map(|v| v.description.as_str()).collect();
+    names.sort();
+    assert!(names.contains(&"[base 1/2] FROM docker.io/library/alpine:latest@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), "{names:?}");
+    assert!(names.contains(&"[base 2/2] RUN apk add gcc"), "{names:?}");
+    assert!(names.contains(&"[build 1/1] RUN cc -O2 main.c"), "{names:?}");
+    assert!(names.contains(&"[stage-3 1/2] COPY --from=build /out/app /app"), "{names:?}");
+    let g = build("FROM scratch\nENV D=/srv\nWORKDIR $D\nRUN <<EOF\necho a\necho b\nEOF\n", &opts(&[]));
+    let mut names: Vec<&str> = g.vertices.values().map(|v| v.description.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["[1/2] WORKDIR /srv", "[2/2] RUN <<EOF (echo a...)", "scratch"]);
+}
+
+#[test]
+fn unknown_images_fail_where_they_are_named() {
+    struct Offline;
+    impl ImageResolver for Offline {
+        fn resolve_image(&self, reference: &str, _: &Platform) -> Result<ResolvedImage, String> {
+            Err(format!("pull access denied for {reference}"))
+        }
+    }
+    let e = lower("FROM scratch\nCOPY --from=nosuchstage /a /b\n", &opts(&[]), &Offline).unwrap_err().to_string();
+    assert!(
+        e.starts_with("Dockerfile:2:6: nosuchstage: pull access denied for docker.io/library/nosuchstage:latest"),
+        "{e}"
+    );
+}
+
+#[test]
+fn labels_from_the_command_line_reach_only_the_target() {
+    let o = BuildOptions { labels: [("team".to_string(), "core".to_string())].into(), ..opts(&[]) };
+    let g = build(MULTI, &o);
+    assert_eq!(g.target_stage().unwrap().image.labels.get("team").map(String::as_str), Some("core"));
+    assert!(g.stage("build").unwrap().image.labels.is_empty());
+    assert_eq!(g.target_stage().unwrap().root, build(MULTI, &opts(&[])).target_stage().unwrap().root);
+}
+
 /// Golden digests for the Dockerfiles in `tests/golden/*.Dockerfile`: the digest of every
 /// stage root must stay what is checked in, so a change to the encoding is deliberate.
 /// `KILN_UPDATE_GOLDEN=1` rewrites the `.digests` files.
