@@ -1133,3 +1133,86 @@ pub fn normalize_reference(name: &str) -> Result<String, String> {
     }
     Ok(out)
 }
+
+/// One stage as `kiln build --call targets` lists it (BuildKit's `targets` subrequest).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TargetInfo {
+    /// The `AS` name, if any.
+    pub name: Option<String>,
+    /// Position among the stages (0-based).
+    pub index: usize,
+    /// The FROM argument as written.
+    pub base: String,
+    /// `--platform` as written.
+    pub platform: Option<String>,
+    /// From a comment line above FROM that starts with the stage name (`# build compiles…`).
+    pub description: String,
+    /// Whether this is the stage built without `--target` (the last one).
+    pub default: bool,
+    /// The line of the FROM.
+    pub line: usize,
+}
+
+/// One global ARG as `kiln build --call outline` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ArgInfo {
+    /// The ARG name.
+    pub name: String,
+    /// The default as written.
+    pub default: Option<String>,
+    /// From a comment line above the ARG that starts with its name.
+    pub description: String,
+    /// The line of the ARG.
+    pub line: usize,
+}
+
+/// BuildKit's `getComment`: the text after `name ` on the first comment line starting so.
+fn described(comments: &[String], name: &str) -> String {
+    if name.is_empty() {
+        return String::new();
+    }
+    let prefix = format!("{name} ");
+    comments.iter().find_map(|c| c.strip_prefix(&prefix)).unwrap_or_default().to_owned()
+}
+
+/// The stages of `df`, for `--call targets`.
+pub fn list_targets(df: &Dockerfile) -> Result<Vec<TargetInfo>, DockerfileError> {
+    let instrs = parse_instructions(df)?;
+    let mut out = Vec::new();
+    for (node, ins) in df.instructions.iter().zip(&instrs) {
+        if let Kind::From(f) = &ins.kind {
+            out.push(TargetInfo {
+                name: f.name.clone(),
+                index: out.len(),
+                base: f.image.clone(),
+                platform: f.platform.clone(),
+                description: described(&node.comments, f.name.as_deref().unwrap_or("")),
+                default: false,
+                line: ins.start_line,
+            });
+        }
+    }
+    if let Some(last) = out.last_mut() {
+        last.default = true;
+    }
+    Ok(out)
+}
+
+/// The ARGs before the first FROM, for `--call outline`.
+pub fn list_global_args(df: &Dockerfile) -> Result<Vec<ArgInfo>, DockerfileError> {
+    let instrs = parse_instructions(df)?;
+    let mut out = Vec::new();
+    for (node, ins) in df.instructions.iter().zip(&instrs) {
+        match &ins.kind {
+            Kind::From(_) => break,
+            Kind::Arg(decls) => out.extend(decls.iter().map(|d| ArgInfo {
+                name: d.key.clone(),
+                default: d.default.clone(),
+                description: described(&node.comments, &d.key),
+                line: ins.start_line,
+            })),
+            _ => {}
+        }
+    }
+    Ok(out)
+}

@@ -423,3 +423,24 @@ fn golden_digests() {
         assert_eq!(got, want, "{} changed digests", df_path.display());
     }
 }
+
+#[test]
+fn targets_and_global_args_are_listed_with_their_comments() {
+    let df = kiln_frontend::parse_str(
+        "# GO_VERSION the Go toolchain\nARG GO_VERSION=1.22\n# build compiles the binary\nFROM golang:${GO_VERSION} AS build\nRUN go build\n\nFROM scratch\n",
+    )
+    .unwrap();
+    let targets = kiln_frontend::stages::list_targets(&df).unwrap();
+    assert_eq!(targets.len(), 2);
+    assert_eq!(
+        (targets[0].name.as_deref(), targets[0].description.as_str(), targets[0].line),
+        (Some("build"), "compiles the binary", 4)
+    );
+    assert_eq!((targets[1].base.as_str(), targets[1].default), ("scratch", true));
+    let args = kiln_frontend::stages::list_global_args(&df).unwrap();
+    assert_eq!(args.len(), 1);
+    assert_eq!(
+        (args[0].name.as_str(), args[0].default.as_deref(), args[0].description.as_str()),
+        ("GO_VERSION", Some("1.22"), "the Go toolchain")
+    );
+}
