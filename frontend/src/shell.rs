@@ -251,12 +251,14 @@ impl State<'_> {
         Ok((result, words.finish()))
     }
 
-    fn single_quote(&mut self) -> Result<String, String> {
-        let mut result = String::new();
+    /// Consumes an opening quote; the result starts with it only with `raw_quotes`.
+    fn open_quote(&mut self) -> String {
         let open = self.next();
-        if self.lex.raw_quotes {
-            result.extend(open);
-        }
+        if self.lex.raw_quotes { open.map(String::from).unwrap_or_default() } else { String::new() }
+    }
+
+    fn single_quote(&mut self) -> Result<String, String> {
+        let mut result = self.open_quote();
         loop {
             match self.next() {
                 None => return Err("unexpected end of statement while looking for matching single-quote".into()),
@@ -272,11 +274,7 @@ impl State<'_> {
     }
 
     fn double_quote(&mut self) -> Result<String, String> {
-        let mut result = String::new();
-        let open = self.next();
-        if self.lex.raw_quotes {
-            result.extend(open);
-        }
+        let mut result = self.open_quote();
         loop {
             match self.peek() {
                 None => return Err("unexpected end of statement while looking for matching double-quote".into()),
