@@ -204,7 +204,7 @@ pub struct Exec {
     /// The environment as `KEY=value`, in order (ENV, ARG values, a default `PATH`).
     pub env: Vec<String>,
     /// Proxy variables from `--build-arg` (HTTP_PROXY, …): in the environment of the process
-    /// but not in the image history. Kept apart so a proxy change does not change `env`.
+    /// but not in the image history, and not part of the digest (see [`Op::digest`]).
     pub proxy_env: Vec<String>,
     /// The working directory.
     pub cwd: String,
@@ -295,10 +295,18 @@ pub enum Op {
 }
 
 impl Op {
-    /// The sha256 of the canonical encoding (which embeds the inputs' digests).
+    /// The sha256 of the canonical encoding (which embeds the inputs' digests). Like
+    /// BuildKit's cache map, a RUN's proxy settings are left out: a proxy changes how
+    /// downloads travel, not what the step produces.
     pub fn digest(&self) -> Digest {
         // Serialising plain data with fixed field order into memory cannot fail.
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        let bytes = match self {
+            Op::Exec(e) if !e.proxy_env.is_empty() => {
+                serde_json::to_vec(&Op::Exec(Exec { proxy_env: Vec::new(), ..e.clone() }))
+            }
+            op => serde_json::to_vec(op),
+        }
+        .unwrap_or_default();
         Digest::of_bytes(&bytes)
     }
 
