@@ -257,19 +257,15 @@ fn gnu_tar_archive_round_trips() {
     std::os::unix::fs::symlink("usr/lib", src.join("lib")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("null"),
+        src.join("null"),
         rustix::fs::FileType::CharacterDevice,
         0o600.into(),
         rustix::fs::makedev(1, 3),
     )
     .unwrap();
-    rustix::fs::setxattr(&src.join("usr/tool"), "user.origin", b"gnu", rustix::fs::XattrFlags::empty()).unwrap();
-    rustix::fs::chown(
-        &src.join("usr/tool"),
-        Some(rustix::fs::Uid::from_raw(123)),
-        Some(rustix::fs::Gid::from_raw(456)),
-    )
-    .unwrap();
+    rustix::fs::setxattr(src.join("usr/tool"), "user.origin", b"gnu", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::chown(src.join("usr/tool"), Some(rustix::fs::Uid::from_raw(123)), Some(rustix::fs::Gid::from_raw(456)))
+        .unwrap();
     fs::set_permissions(src.join("usr/tool"), std::os::unix::fs::PermissionsExt::from_mode(0o4711)).unwrap();
     let archive = work.path().join("layer.tar");
     let out = Command::new("tar")

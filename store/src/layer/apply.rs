@@ -341,10 +341,15 @@ impl Applier {
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let header = entry.header();
-                let number = |n: io::Result<Option<u32>>| {
-                    n.map(Option::unwrap_or_default).map_err(|e| reject(format!("invalid device number: {e}")))
+                let fields = header.as_ustar().map(|u| (u.dev_major, u.dev_minor));
+                let fields = fields.or_else(|| header.as_gnu().map(|g| (g.dev_major, g.dev_minor)));
+                let (raw_major, raw_minor) = fields.unwrap_or_default();
+                let number = |raw: &[u8], n: io::Result<Option<u32>>| {
+                    blank_is_zero(raw, n.map(Option::unwrap_or_default))
+                        .map_err(|e| reject(format!("invalid device number: {e}")))
                 };
-                let (major, minor) = (number(header.device_major())?, number(header.device_minor())?);
+                let major = number(&raw_major, header.device_major())?;
+                let minor = number(&raw_minor, header.device_minor())?;
                 let file_type = match kind {
                     EntryType::Char => FileType::CharacterDevice,
                     EntryType::Block => FileType::BlockDevice,
@@ -522,16 +527,17 @@ struct Meta {
 impl Meta {
     fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, String> {
         let header = entry.header();
+        let raw = header.as_old();
         let invalid = |field: &'static str| move |e: io::Error| format!("invalid {field} in header: {e}");
         // tar-rs already applied PAX uid/gid records to the header.
-        let id = |field: &'static str, v: io::Result<u64>| {
-            let v = v.map_err(invalid(field))?;
+        let id = |field: &'static str, raw: &[u8], v: io::Result<u64>| {
+            let v = blank_is_zero(raw, v).map_err(invalid(field))?;
             u32::try_from(v).map_err(|_| format!("{field} {v} is out of range"))
         };
-        let uid = Uid::from_raw(id("uid", header.uid())?);
-        let gid = Gid::from_raw(id("gid", header.gid())?);
-        let mode = header.mode().map_err(invalid("mode"))? & 0o7777;
-        let secs = header.mtime().map_err(invalid("mtime"))?;
+        let uid = Uid::from_raw(id("uid", &raw.uid, header.uid())?);
+        let gid = Gid::from_raw(id("gid", &raw.gid, header.gid())?);
+        let mode = blank_is_zero(&raw.mode, header.mode()).map_err(invalid("mode"))? & 0o7777;
+        let secs = blank_is_zero(&raw.mtime, header.mtime()).map_err(invalid("mtime"))?;
         let mut mtime =
             Timespec { tv_sec: i64::try_from(secs).map_err(|_| format!("mtime {secs} out of range"))?, tv_nsec: 0 };
         let mut atime = None;
@@ -562,6 +568,12 @@ impl Meta {
     fn times(&self) -> Timestamps {
         Timestamps { last_access: self.atime, last_modification: self.mtime }
     }
+}
+
+/// A numeric header field of only NULs and spaces reads as 0, as in Go's archive/tar: some
+/// writers leave uid, gid or device numbers blank.
+fn blank_is_zero<T: Default>(raw: &[u8], parsed: io::Result<T>) -> io::Result<T> {
+    if raw.iter().all(|b| *b == 0 || *b == b' ') { Ok(T::default()) } else { parsed }
 }
 
 /// Parses a PAX time (`1700000000`, `1700000000.123456789`, `-1.5`); digits past nanoseconds
@@ -642,7 +654,7 @@ fn fail<E: Into<io::Error>>(entry: &str, op: &str) -> impl FnOnce(E) -> ApplyErr
 }
 
 fn inode(st: &rfs::Stat) -> Inode {
-    (st.st_dev as u64, st.st_ino as u64)
+    (st.st_dev, st.st_ino)
 }
 
 /// Opens the directory `rel` (a cleaned path, empty for the root) resolved inside `root`.

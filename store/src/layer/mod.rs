@@ -106,28 +106,20 @@ pub struct Decompressor<R: BufRead> {
 
 enum Decoder<R: BufRead> {
     Plain(Peeked<R>),
-    Gzip(flate2::bufread::MultiGzDecoder<Peeked<R>>),
+    // Boxed: the inflate state is large and the other variants are small.
+    Gzip(Box<flate2::bufread::MultiGzDecoder<Peeked<R>>>),
     Zstd(zstd::stream::read::Decoder<'static, Peeked<R>>),
 }
 
 /// Detects the compression of `blob` and returns a reader of its decompressed bytes.
 pub fn decompress<R: BufRead>(mut blob: R) -> io::Result<Decompressor<R>> {
-    let mut magic = vec![0; 4];
-    let mut got = 0;
-    while got < magic.len() {
-        match blob.read(&mut magic[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    magic.truncate(got);
+    let mut magic = Vec::with_capacity(4);
+    blob.by_ref().take(4).read_to_end(&mut magic)?;
     let compression = Compression::detect(&magic);
     let peeked = Cursor::new(magic).chain(blob);
     let inner = match compression {
         Compression::Uncompressed => Decoder::Plain(peeked),
-        Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(peeked)),
+        Compression::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(peeked))),
         Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(peeked)?),
     };
     Ok(Decompressor { compression, inner })
