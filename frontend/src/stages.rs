@@ -708,11 +708,12 @@ impl<'a> Lowerer<'a> {
         };
         let chown = ex(self, p.chown)?.filter(|s| !s.is_empty());
         let chmod = ex(self, p.chmod)?.filter(|s| !s.is_empty());
+        let flag_pos = |name: &str| ins.flags.iter().find(|f| f.name == name).map_or(ins.pos, |f| f.pos);
         if let Some(m) = &chmod {
-            if u32::from_str_radix(m, 8).ok().filter(|v| *v <= 0o7777).is_none() {
+            if !valid_chmod(m) {
                 return Err(self.err(
-                    at,
-                    format!("invalid chmod parameter: '{m}'. it should be octal string and between 0 and 07777"),
+                    flag_pos("chmod"),
+                    format!("invalid chmod parameter: '{m}'. it should be octal string and between 0 and 07777, or a symbolic mode like u+x"),
                 ));
             }
         }
@@ -732,7 +733,6 @@ impl<'a> Lowerer<'a> {
                 return Err(self.err(at, format!("checksum {cs} can only be given for a single HTTP(S) source")));
             }
         }
-        let flag_pos = |name: &str| ins.flags.iter().find(|f| f.name == name).map_or(ins.pos, |f| f.pos);
         let from = match p.from {
             Some(f) => self.stage_or_image(f, index, flag_pos("from"))?,
             None => self.graph.add(Op::Source(Source::Context { name: "context".into() }), "load build context"),
@@ -1002,6 +1002,22 @@ fn parse_port_spec(spec: &str) -> Result<Vec<String>, String> {
         return Err(format!("invalid range specified for container port: {container}"));
     }
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// `--chmod`: octal up to 07777, or (Dockerfile 1.14+) a symbolic mode as chmod(1) takes it:
+/// comma-separated `[ugoa]*([-+=]([rwxXst]*|[ugo]))+` clauses.
+fn valid_chmod(mode: &str) -> bool {
+    if mode.chars().all(|c| c.is_ascii_digit()) {
+        return u32::from_str_radix(mode, 8).is_ok_and(|v| v <= 0o7777);
+    }
+    mode.split(',').all(|clause| {
+        let ops = clause.trim_start_matches(['u', 'g', 'o', 'a']);
+        ops.starts_with(['+', '-', '='])
+            && ops
+                .split(['+', '-', '='])
+                .skip(1)
+                .all(|perms| perms.chars().all(|c| "rwxXst".contains(c)) || matches!(perms, "u" | "g" | "o"))
+    })
 }
 
 /// `moby/sys/signal.ParseSignal`: a number or a known name, with or without `SIG`.

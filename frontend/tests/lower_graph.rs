@@ -371,6 +371,19 @@ fn progress_descriptions_follow_buildkit() {
 }
 
 #[test]
+fn chmod_takes_octal_or_symbolic_modes() {
+    for ok in ["755", "0644", "7777", "u+x", "a=rX,o-w", "ug+rw", "go=u"] {
+        let df = format!("FROM scratch\nCOPY --chmod={ok} a /a\n");
+        assert!(lower(&df, &opts(&[]), &FakeRegistry::default()).is_ok(), "{ok}");
+    }
+    for bad in ["10000", "888", "u+q", "x", "u", "u+x,"] {
+        let df = format!("FROM scratch\nCOPY --chmod={bad} a /a\n");
+        let e = lower(&df, &opts(&[]), &FakeRegistry::default()).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("Dockerfile:2:6: invalid chmod parameter: '{bad}'")), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn unknown_images_fail_where_they_are_named() {
     struct Offline;
     impl ImageResolver for Offline {
