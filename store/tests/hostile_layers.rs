@@ -510,3 +510,14 @@ fn overlay_xattrs_from_the_archive_are_ignored() {
     let mut buf = [0u8; 16];
     assert!(rustix::fs::lgetxattr(fx.dest.join("d"), "trusted.overlay.opaque", &mut buf[..]).is_err());
 }
+
+/// 20. GNU PAX sparse files (content is a sparse map, not the file) are refused, not corrupted.
+#[test]
+fn pax_sparse_files_are_rejected() {
+    let fx = Fixture::new();
+    let mut raw = Raw::new();
+    raw.0.append_pax_extensions([("GNU.sparse.major", &b"1"[..]), ("GNU.sparse.minor", &b"0"[..])]).unwrap();
+    let tar = raw.file("GNUSparseFile.0/disk.img", b"1\n0\n512\n").bytes();
+    let err = fx.rejects(&tar, WhiteoutMode::Overlay, "disk.img");
+    assert!(err.to_string().contains("sparse"), "{err}");
+}

@@ -218,6 +218,9 @@ fn pax_records_long_names_xattrs_nanoseconds_and_big_ids() {
         .add("xdir", Spec::new(EntryType::Directory, 0o700), b"")
         .pax(&[("linkpath", long_target.as_bytes()), ("mtime", b"1234.000000001")])
         .symlink("longlink", "ignored")
+        // Before the epoch: containerd's bound, the epoch.
+        .pax(&[("mtime", b"-100.5")])
+        .file("old", b"")
         // GNU long names (././@LongLink), as tar-rs writes them for GNU headers.
         .file(&format!("{long_dir}/gnu-{}", "g".repeat(150)), b"gnu")
         .symlink("gnulink", &"l".repeat(150));
@@ -240,6 +243,7 @@ fn pax_records_long_names_xattrs_nanoseconds_and_big_ids() {
 
     assert_eq!(fs::read_link(d.join("longlink")).unwrap(), Path::new(&long_target));
     assert_eq!(mtime(&d.join("longlink")), (1234, 1));
+    assert_eq!(mtime(&d.join("old")), (0, 0));
     assert_eq!(fs::read(d.join(format!("{long_dir}/gnu-{}", "g".repeat(150)))).unwrap(), b"gnu");
     assert_eq!(fs::read_link(d.join("gnulink")).unwrap(), Path::new(&"l".repeat(150)));
 }

@@ -75,6 +75,8 @@ const OVERLAY_OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
 const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
 /// PAX record prefix carrying an xattr (GNU tar, Go's archive/tar, BuildKit).
 const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
+/// PAX record prefix of GNU tar's sparse file formats 0.x and 1.0.
+const PAX_SPARSE_PREFIX: &[u8] = b"GNU.sparse.";
 
 /// Resolution of every parent path: inside the destination, as if it were `/`.
 const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
@@ -124,7 +126,7 @@ pub enum ApplyError {
     #[error("cannot open layer destination {path}: {source}")]
     Destination { path: PathBuf, source: io::Error },
     /// The layer stream is corrupt, truncated or fails its digest check.
-    #[error("reading the layer stream{}: {source}", .entry.as_ref().map(|e| format!(" at tar entry {e}")).unwrap_or_default())]
+    #[error("reading the layer stream{}: {source}", .entry.as_ref().map(|e| format!(" (last tar entry {e})")).unwrap_or_default())]
     Read {
         /// The entry being read, or the last one read, if any.
         entry: Option<String>,
@@ -538,8 +540,7 @@ impl Meta {
         let gid = Gid::from_raw(id("gid", &raw.gid, header.gid())?);
         let mode = blank_is_zero(&raw.mode, header.mode()).map_err(invalid("mode"))? & 0o7777;
         let secs = blank_is_zero(&raw.mtime, header.mtime()).map_err(invalid("mtime"))?;
-        let mut mtime =
-            Timespec { tv_sec: i64::try_from(secs).map_err(|_| format!("mtime {secs} out of range"))?, tv_nsec: 0 };
+        let mut mtime = Timespec { tv_sec: i64::try_from(secs).unwrap_or(-1), tv_nsec: 0 };
         let mut atime = None;
         let mut xattrs = Vec::new();
         if let Some(records) = entry.pax_extensions().map_err(|e| format!("invalid PAX header: {e}"))? {
@@ -554,20 +555,33 @@ impl Meta {
                     mtime = time()?;
                 } else if key == b"atime" {
                     atime = Some(time()?);
+                } else if key.starts_with(PAX_SPARSE_PREFIX) {
+                    // Its content is a sparse map, not the file: writing it would corrupt the file.
+                    return Err("PAX (GNU.sparse.*) sparse files are not supported".to_owned());
                 } else if let Some(xattr) = key.strip_prefix(PAX_XATTR_PREFIX) {
                     let xattr = CString::new(xattr).map_err(|_| "xattr name contains a NUL byte".to_owned())?;
                     xattrs.push((xattr, value.to_vec()));
                 }
             }
         }
-        // containerd sets atime to the later of the two.
-        let atime = atime.filter(|a| (a.tv_sec, a.tv_nsec) > (mtime.tv_sec, mtime.tv_nsec)).unwrap_or(mtime);
+        // containerd sets atime to the later of the two, and times it cannot represent (before
+        // 1970, after 2262) to the epoch.
+        let mtime = bound_time(mtime);
+        let atime = atime.map(bound_time).filter(|a| (a.tv_sec, a.tv_nsec) > (mtime.tv_sec, mtime.tv_nsec));
+        let atime = atime.unwrap_or(mtime);
         Ok(Meta { uid, gid, mode, atime, mtime, xattrs })
     }
 
     fn times(&self) -> Timestamps {
         Timestamps { last_access: self.atime, last_modification: self.mtime }
     }
+}
+
+/// Times before the epoch or past what nanoseconds in an i64 can hold become the epoch, as in
+/// containerd (`boundTime`).
+fn bound_time(t: Timespec) -> Timespec {
+    const MAX_SECS: i64 = i64::MAX / 1_000_000_000;
+    if (0..MAX_SECS).contains(&t.tv_sec) { t } else { Timespec { tv_sec: 0, tv_nsec: 0 } }
 }
 
 /// A numeric header field of only NULs and spaces reads as 0, as in Go's archive/tar: some
