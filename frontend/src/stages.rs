@@ -405,7 +405,8 @@ impl<'a> Lowerer<'a> {
     }
 
     /// The vertex a `--from=` (COPY or RUN --mount) names: an earlier stage or an image.
-    fn stage_or_image(&mut self, from: &str, current: usize, pos: Pos) -> Result<Digest, FrontendError> {
+    /// `verb` names the use in errors (`copy from`, `mount from`).
+    fn stage_or_image(&mut self, from: &str, current: usize, pos: Pos, verb: &str) -> Result<Digest, FrontendError> {
         let index = match from.parse::<i64>() {
             Ok(n) if n < 0 || n as usize >= self.stages.len() => {
                 return Err(self.err(pos, format!("invalid stage index {n}")));
@@ -417,7 +418,7 @@ impl<'a> Lowerer<'a> {
             Some(i) if i >= current => Err(self.err(
                 pos,
                 format!(
-                    "cannot copy from stage {from:?}, it needs to be defined before current stage {:?}",
+                    "cannot {verb} stage {from:?}, it needs to be defined before current stage {:?}",
                     self.stages[current].name.clone().unwrap_or_else(|| format!("stage-{current}"))
                 ),
             )),
@@ -485,7 +486,7 @@ impl<'a> Lowerer<'a> {
                 }
                 st.image.commit(format!("ARG {}", parts.join(" ")), false, false);
             }
-            Kind::Run(run) => self.run(st, run, index, at, desc)?,
+            Kind::Run(run) => self.run(st, run, index, ins, desc)?,
             Kind::Copy(c) => self.copy(st, CopyKind::Copy(c), index, ins, desc)?,
             Kind::Add(a) => self.copy(st, CopyKind::Add(a), index, ins, desc)?,
             Kind::Workdir(w) => {
@@ -605,9 +606,11 @@ impl<'a> Lowerer<'a> {
         st: &mut StageState,
         run: &RunArgs,
         index: usize,
-        at: Pos,
+        ins: &Instruction,
         mut desc: String,
     ) -> Result<(), FrontendError> {
+        let at = ins.args_pos;
+        let mount_pos: Vec<Pos> = ins.flags.iter().filter(|f| f.name == "mount").map(|f| f.pos).collect();
         let mut args = run.command.args.clone();
         let mut mounts = Vec::new();
         if !run.heredocs.is_empty() {
@@ -645,7 +648,8 @@ impl<'a> Lowerer<'a> {
         if run.command.prepend_shell {
             args = with_shell(&st.image, &CommandLine { args, prepend_shell: true });
         }
-        for spec in &run.mounts {
+        for (n, spec) in run.mounts.iter().enumerate() {
+            let at = mount_pos.get(n).copied().unwrap_or(at);
             let expanded = self.expand(spec, &st.env, at)?;
             let field = |name: &str| {
                 spec.split(',')
@@ -653,7 +657,7 @@ impl<'a> Lowerer<'a> {
             };
             let kind = field("type").unwrap_or_else(|| "bind".to_owned());
             let from = match field("from") {
-                Some(f) if !f.is_empty() => Some(self.stage_or_image(&f, index, at)?),
+                Some(f) if !f.is_empty() => Some(self.stage_or_image(&f, index, at, "mount from")?),
                 _ => None,
             };
             mounts.push(Mount::Flag { spec: expanded, kind, from });
@@ -734,7 +738,7 @@ impl<'a> Lowerer<'a> {
             }
         }
         let from = match p.from {
-            Some(f) => self.stage_or_image(f, index, flag_pos("from"))?,
+            Some(f) => self.stage_or_image(f, index, flag_pos("from"), "copy from")?,
             None => self.graph.add(Op::Source(Source::Context { name: "context".into() }), "load build context"),
         };
         let dest = dest_path(&st.cwd, &dest_raw);

@@ -229,6 +229,8 @@ fn stage_reference_errors_point_at_the_dockerfile() {
         ),
         "{e}"
     );
+    let e = err("FROM alpine AS a\nRUN --mount=from=later,target=/l ls\nFROM alpine AS later\n", &to_a);
+    assert!(e.starts_with("Dockerfile:2:5: cannot mount from stage \"later\""), "{e}");
     let e = err("FROM alpine\nCOPY --from=Bad_Image /x /y\n", &opts(&[]));
     assert!(e.starts_with("Dockerfile:2:6: failed to parse stage name \"Bad_Image\""), "{e}");
     let e = err("ARG IMG\nFROM $IMG\n", &opts(&[]));
