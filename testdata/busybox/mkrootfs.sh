@@ -5,7 +5,7 @@
 set -euo pipefail
 out=${1:?usage: mkrootfs.sh OUT.tar}
 busybox=/bin/busybox
-if ! file -L "$busybox" 2>/dev/null | grep -q 'statically linked'; then
+if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || [ ! -x "$busybox" ]; then
   echo "mkrootfs.sh: $busybox is missing or not static: install the Debian package busybox-static" >&2
   exit 1
 fi
