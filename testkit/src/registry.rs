@@ -436,6 +436,11 @@ fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<u8>>> {
 fn serve_connection(st: &ProxyState, client: TcpStream) -> io::Result<()> {
     let mut client_out = client.try_clone()?;
     let mut reader = BufReader::new(client);
+    // A TLS ClientHello (a client probing for HTTPS): this proxy speaks plain HTTP only, and
+    // waiting for an HTTP head that never comes would stall the client until its timeout.
+    if reader.fill_buf()?.first() == Some(&0x16) {
+        return Ok(());
+    }
     let upstream = TcpStream::connect(st.upstream)?;
     let mut upstream_out = upstream.try_clone()?;
     // Bytes of response the pump may still pass before cutting the connection (u64::MAX: no limit).

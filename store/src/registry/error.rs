@@ -287,7 +287,9 @@ pub(crate) fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> boo
         }
         cur = err.source();
     }
-    false
+    // reqwest's connector may box the TLS error in a type of its own; rustls's message for
+    // `InvalidCertificate` is the remaining tell.
+    error_chain(e).contains("invalid peer certificate")
 }
 
 /// How transient failures are retried.

@@ -116,7 +116,7 @@ impl RegistryClient {
         let op = |action| Op {
             action,
             object: object.clone(),
-            preposition: "to",
+            preposition: if action == "checking" { "in" } else { "to" },
             registry: dest.registry(),
             repository: dest.repository(),
         };

@@ -75,6 +75,29 @@ impl Reference {
         format!("{}/{}", self.registry(), self.repository())
     }
 
+    /// The repository as docker shows it: `busybox` for `docker.io/library/busybox`,
+    /// `me/app` for `docker.io/me/app`, `registry/repo` elsewhere.
+    pub fn familiar_repository(&self) -> String {
+        match self.registry() {
+            "docker.io" => self.repository().strip_prefix("library/").unwrap_or(self.repository()).to_owned(),
+            registry => format!("{registry}/{}", self.repository()),
+        }
+    }
+
+    /// The whole reference as docker shows it: `busybox:latest`, `127.0.0.1:5000/a:1`.
+    pub fn familiar(&self) -> String {
+        let mut out = self.familiar_repository();
+        if let Some(tag) = self.tag() {
+            out.push(':');
+            out.push_str(tag);
+        }
+        if let Some(digest) = self.digest() {
+            out.push('@');
+            out.push_str(&digest.to_string());
+        }
+        out
+    }
+
     /// The tag or digest a manifest is addressed by in the API (`latest`, `sha256:…`).
     pub fn manifest_name(&self) -> String {
         match (self.inner.digest(), self.tag()) {
@@ -125,6 +148,9 @@ mod tests {
         assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
         assert_eq!(r.api_host(), "index.docker.io");
         assert_eq!(r.repository_key(), "docker.io/library/busybox");
+        assert_eq!(r.familiar(), "busybox:latest");
+        assert_eq!(Reference::parse("me/app:1").unwrap().familiar(), "me/app:1");
+        assert_eq!(Reference::parse("127.0.0.1:5000/a/b:2").unwrap().familiar(), "127.0.0.1:5000/a/b:2");
 
         let hex = "a".repeat(64);
         let r = Reference::parse(&format!("localhost:5000/a/b@sha256:{hex}")).unwrap();

@@ -207,7 +207,8 @@ fn oci_client(tls: &Tls<'_>, host: &str, https: bool) -> Result<oci_client::Clie
         .map_err(|e| RegistryError::Connect { registry: host.to_owned(), cause: RemoteCause::from_oci(&e) })
 }
 
-/// Whether `GET <scheme>://host/v2/` gets any HTTP answer (401 counts: the server is there).
+/// Whether `GET <scheme>://host/v2/` is answered by a registry: 200 or 401 (or anything with
+/// the distribution API header). A TLS server asked in plain HTTP answers 400, which is not.
 async fn probe(http: &reqwest::Client, scheme: &str, host: &str) -> Result<(), RemoteCause> {
     let resp = http
         .get(format!("{scheme}://{host}/v2/"))
@@ -216,11 +217,10 @@ async fn probe(http: &reqwest::Client, scheme: &str, host: &str) -> Result<(), R
         .await
         .map_err(|e| RemoteCause::from_reqwest(&e))?;
     let status = resp.status().as_u16();
-    // A 5xx may be a registry still starting or overloaded: worth retrying like any request.
-    if status >= 500 || status == 429 {
-        return Err(RemoteCause::from_status(status, &resp.bytes().await.unwrap_or_default()));
+    if matches!(status, 200 | 401) || resp.headers().contains_key("docker-distribution-api-version") {
+        return Ok(());
     }
-    Ok(())
+    Err(RemoteCause::from_status(status, &resp.bytes().await.unwrap_or_default()))
 }
 
 /// Connects to `host`: decides HTTPS or HTTP (see the module doc) and builds the clients.
@@ -256,7 +256,10 @@ pub(crate) async fn connect(
             match probe(&verified_http, "http", host).await {
                 Ok(()) => Ok((false, false)),
                 // Report the HTTPS failure: HTTPS is what a registry should speak.
-                Err(_) => Err(https_err),
+                Err(_) => {
+                    tracing::debug!("probing {host}: HTTPS failed ({https_err:?}) and plain HTTP got no registry");
+                    Err(https_err)
+                }
             }
         },
     )
