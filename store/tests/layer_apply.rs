@@ -12,7 +12,7 @@ use std::process::Command;
 
 use kiln_store::Digest;
 use kiln_store::digest::VerifyingReader;
-use kiln_store::layer::{ApplyError, Compression, WhiteoutMode, apply, apply_layer};
+use kiln_store::layer::{ApplyError, ApplyOptions, Compression, WhiteoutMode, apply, apply_layer};
 use tar::{EntryType, Header};
 
 const MTIME: u64 = 1_600_000_000;
@@ -330,6 +330,43 @@ fn overlay_mode_writes_whiteout_devices_and_opaque_xattrs() {
     assert!(!d.join("var/cache/.wh..wh..opq").exists());
     assert_eq!(fs::read(d.join("var/cache/new")).unwrap(), b"n");
     assert!(!d.join(".wh..wh.plnk").exists());
+}
+
+/// A directory a layer implies without listing it copies the nearest lower layer's, unless a
+/// layer in between whited it out.
+#[test]
+fn implied_directories_take_their_attributes_from_parent_layers() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let [l1, l2, l3] = ["l1", "l2", "l3"].map(|l| work.path().join(l));
+    for dir in [&l1, &l2, &l3] {
+        fs::create_dir(dir).unwrap();
+    }
+    let mut base = Layer::new();
+    base.add("usr", Spec::new(EntryType::Directory, 0o750).owner(5, 6).mtime(1_111_111_111), b"")
+        .add("usr/share", Spec::new(EntryType::Directory, 0o700).mtime(1_222_222_222), b"")
+        .add("opt", Spec::new(EntryType::Directory, 0o711).owner(9, 9), b"");
+    apply_to(&base.tar(), &l1, WhiteoutMode::Overlay);
+    let mut middle = Layer::new();
+    middle.file(".wh.opt", b"");
+    apply_to(&middle.tar(), &l2, WhiteoutMode::Overlay);
+
+    let mut top = Layer::new();
+    top.file("usr/share/doc/x", b"x").file("usr/new/y", b"y").file("opt/z", b"z");
+    let options = ApplyOptions { mode: WhiteoutMode::Overlay, parents: vec![l2.clone(), l1.clone()] };
+    apply(&top.tar()[..], &l3, options).unwrap();
+
+    let usr = meta(&l3.join("usr"));
+    assert_eq!((usr.mode() & 0o7777, usr.uid(), usr.gid()), (0o750, 5, 6));
+    assert_eq!(mtime(&l3.join("usr")), (1_111_111_111, 0), "restored after the content below was made");
+    assert_eq!(
+        (meta(&l3.join("usr/share")).mode() & 0o7777, mtime(&l3.join("usr/share"))),
+        (0o700, (1_222_222_222, 0))
+    );
+    for fresh in ["usr/new", "usr/share/doc", "opt"] {
+        let m = meta(&l3.join(fresh));
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o755, 0, 0), "{fresh}");
+    }
 }
 
 /// Unmounts on drop, so a failing assertion does not leave a mount behind.

@@ -100,6 +100,25 @@ pub enum WhiteoutMode {
     Delete,
 }
 
+/// How to apply a layer. A bare [`WhiteoutMode`] converts into options without parents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// What whiteouts and opaque markers do.
+    pub mode: WhiteoutMode,
+    /// The unpacked layers below this one, nearest first (for `Overlay` mode: the lowerdirs). A
+    /// directory the layer implies without an entry of its own (`a/b` but no `a/`) takes its
+    /// mode, owner and times from the nearest of them that has it (stopping at one where the
+    /// path is not a directory, e.g. a whiteout), as containerd does, so it does not mask them
+    /// in the merged view as a fresh 0755 root directory.
+    pub parents: Vec<PathBuf>,
+}
+
+impl From<WhiteoutMode> for ApplyOptions {
+    fn from(mode: WhiteoutMode) -> ApplyOptions {
+        ApplyOptions { mode, parents: Vec::new() }
+    }
+}
+
 /// What an apply did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyStats {
@@ -155,9 +174,15 @@ impl ApplyError {
 /// Detects the compression of a layer blob (gzip, zstd or none, by magic bytes), applies it onto
 /// `dest`, and reads the blob to its very end, so a verifying reader underneath checks the blob
 /// digest; [`ApplyStats::diff_id`] is then checked by the caller against the image config.
-pub fn apply_layer<R: BufRead>(blob: R, dest: &Path, mode: WhiteoutMode) -> Result<ApplyStats, ApplyError> {
+///
+/// For a stored blob: `apply_layer(BufReader::new(blobs.open(&digest)?), dest, mode)`.
+pub fn apply_layer<R: BufRead>(
+    blob: R,
+    dest: &Path,
+    options: impl Into<ApplyOptions>,
+) -> Result<ApplyStats, ApplyError> {
     let mut tar = decompress(blob).map_err(|source| ApplyError::Read { entry: None, source })?;
-    let stats = apply(&mut tar, dest, mode)?;
+    let stats = apply(&mut tar, dest, options)?;
     let compression = tar.compression();
     tar.finish().map_err(|source| ApplyError::Read { entry: None, source })?;
     Ok(ApplyStats { compression, ..stats })
@@ -165,11 +190,15 @@ pub fn apply_layer<R: BufRead>(blob: R, dest: &Path, mode: WhiteoutMode) -> Resu
 
 /// Applies an uncompressed layer tar onto `dest` (which must exist), reading the stream to its
 /// end (past the end-of-archive blocks) and hashing it for the diffID.
-pub fn apply<R: Read>(tar: R, dest: &Path, mode: WhiteoutMode) -> Result<ApplyStats, ApplyError> {
-    let root = rfs::open(dest, DIR_FLAGS, Mode::empty())
-        .map_err(|e| ApplyError::Destination { path: dest.to_owned(), source: e.into() })?;
+pub fn apply<R: Read>(tar: R, dest: &Path, options: impl Into<ApplyOptions>) -> Result<ApplyStats, ApplyError> {
+    let ApplyOptions { mode, parents } = options.into();
+    let open = |path: &Path| {
+        rfs::open(path, DIR_FLAGS, Mode::empty())
+            .map_err(|e| ApplyError::Destination { path: path.to_owned(), source: e.into() })
+    };
     let mut applier = Applier {
-        root,
+        root: open(dest)?,
+        parents: parents.iter().map(|p| open(p)).collect::<Result<_, _>>()?,
         created: (mode == WhiteoutMode::Delete).then(HashSet::new),
         mode,
         dirs: Vec::new(),
@@ -233,6 +262,8 @@ struct DirTimes {
 
 struct Applier {
     root: OwnedFd,
+    /// [`ApplyOptions::parents`], opened.
+    parents: Vec<OwnedFd>,
     mode: WhiteoutMode,
     /// `Delete` mode: inodes this layer created or changed, which opaque markers keep.
     created: Option<HashSet<Inode>>,
@@ -285,10 +316,8 @@ impl Applier {
             return Err(reject("names the destination directory itself and would replace it".to_owned()));
         }
 
-        let root = self.root.as_fd();
-        let dir =
-            open_dir_creating(root, parent, self.created.as_mut()).map_err(fail(&name, "open parent directory"))?;
-        let dir = dir.as_fd();
+        let dir = self.open_parent(parent).map_err(fail(&name, "open parent directory"))?;
+        let (dir, root) = (dir.as_fd(), self.root.as_fd());
         match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let fd = replacing(dir, base, || {
@@ -464,12 +493,67 @@ impl Applier {
         Ok(())
     }
 
+    /// Opens the directory `rel` resolved inside the root, creating missing components (mode
+    /// 0755, owned by root, as containerd and moby do for parents a layer does not list, or as
+    /// the nearest of [`ApplyOptions::parents`] has them). In `Delete` mode, new directories
+    /// count as this layer's.
+    fn open_parent(&mut self, rel: &[u8]) -> io::Result<OwnedFd> {
+        let root = self.root.as_fd();
+        match open_in_root(root, rel) {
+            Err(Errno::NOENT) => {}
+            result => return Ok(result?),
+        }
+        let mut dir = open_in_root(root, b"")?;
+        let mut end = 0;
+        let mut fresh = false;
+        for part in rel.split(|b| *b == b'/') {
+            end += part.len();
+            let prefix = &rel[..end];
+            // Below a directory we just made, nothing exists yet.
+            let existing = if fresh { Err(Errno::NOENT) } else { open_in_root(root, prefix) };
+            dir = match existing {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    match rfs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => {}
+                        // It exists but does not resolve: a symlink to nothing (in the root).
+                        Err(Errno::EXIST) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::NotFound,
+                                format!(
+                                    "{:?} is a symlink to a directory that does not exist",
+                                    String::from_utf8_lossy(prefix)
+                                ),
+                            ));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                    let fd = rfs::openat(&dir, part, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+                    rfs::fchmod(&fd, Mode::from_raw_mode(0o755))?; // whatever the umask
+                    let copied_times = copy_dir_info(&self.parents, prefix, fd.as_fd())?;
+                    let made = inode(&rfs::fstat(&fd)?);
+                    if let Some(times) = copied_times {
+                        // Set again at the end: creating the entries below changes them.
+                        self.dirs.push(DirTimes { path: CleanPath(prefix.to_vec()), inode: made, times });
+                    }
+                    if let Some(created) = &mut self.created {
+                        created.insert(made);
+                    }
+                    fresh = true;
+                    fd
+                }
+                Err(e) => return Err(e.into()),
+            };
+            end += 1;
+        }
+        Ok(dir)
+    }
+
     /// `.wh.NAME` in directory `parent`.
     fn whiteout(&mut self, parent: &[u8], target: &[u8], meta: &Meta, name: &str) -> Result<(), ApplyError> {
-        let root = self.root.as_fd();
         match self.mode {
             WhiteoutMode::Overlay => {
-                let dir = open_dir_creating(root, parent, None).map_err(fail(name, "open parent directory"))?;
+                let dir = self.open_parent(parent).map_err(fail(name, "open parent directory"))?;
                 replacing(dir.as_fd(), target, || {
                     rfs::mknodat(&dir, target, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0))
                 })
@@ -477,7 +561,7 @@ impl Applier {
                 rfs::chownat(&dir, target, Some(meta.uid), Some(meta.gid), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(fail(name, "set whiteout owner"))
             }
-            WhiteoutMode::Delete => match open_in_root(root, parent) {
+            WhiteoutMode::Delete => match open_in_root(self.root.as_fd(), parent) {
                 // Nothing below to delete.
                 Err(Errno::NOENT | Errno::NOTDIR) => Ok(()),
                 Err(e) => Err(fail(name, "open parent directory")(e)),
@@ -488,8 +572,7 @@ impl Applier {
 
     /// `.wh..wh..opq` in directory `parent`.
     fn opaque(&mut self, parent: &[u8], name: &str) -> Result<(), ApplyError> {
-        let dir = open_dir_creating(self.root.as_fd(), parent, self.created.as_mut())
-            .map_err(fail(name, "open opaque directory"))?;
+        let dir = self.open_parent(parent).map_err(fail(name, "open opaque directory"))?;
         match &self.created {
             None => rfs::fsetxattr(&dir, OVERLAY_OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())
                 .map_err(fail(name, "set trusted.overlay.opaque")),
@@ -683,55 +766,30 @@ fn open_in_root(root: BorrowedFd<'_>, rel: &[u8]) -> rustix::io::Result<OwnedFd>
     }
 }
 
-/// Opens the directory `rel` resolved inside `root`, creating missing components (mode 0755,
-/// owned by root, as containerd and moby do for parents a layer does not list). `created`
-/// collects the new directories in `Delete` mode.
-fn open_dir_creating(
-    root: BorrowedFd<'_>,
-    rel: &[u8],
-    mut created: Option<&mut HashSet<Inode>>,
-) -> io::Result<OwnedFd> {
-    match open_in_root(root, rel) {
-        Err(Errno::NOENT) => {}
-        result => return Ok(result?),
-    }
-    let mut dir = open_in_root(root, b"")?;
-    let mut end = 0;
-    let mut fresh = false;
-    for part in rel.split(|b| *b == b'/') {
-        end += part.len();
-        // Below a directory we just made, nothing exists yet.
-        let existing = if fresh { Err(Errno::NOENT) } else { open_in_root(root, &rel[..end]) };
-        dir = match existing {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => {
-                match rfs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
-                    Ok(()) => {}
-                    // It exists but does not resolve: a symlink to nothing (in the root).
-                    Err(Errno::EXIST) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::NotFound,
-                            format!(
-                                "{:?} is a symlink to a directory that does not exist",
-                                String::from_utf8_lossy(&rel[..end])
-                            ),
-                        ));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                let fd = rfs::openat(&dir, part, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
-                rfs::fchmod(&fd, Mode::from_raw_mode(0o755))?; // whatever the umask
-                if let Some(created) = created.as_deref_mut() {
-                    created.insert(inode(&rfs::fstat(&fd)?));
-                }
-                fresh = true;
-                fd
-            }
+/// Gives the new directory `dir` the mode and owner `rel` has in the nearest parent layer where
+/// it exists, unless it is not a directory there (whited out or replaced), and returns the
+/// times to give it.
+fn copy_dir_info(parents: &[OwnedFd], rel: &[u8], dir: BorrowedFd<'_>) -> io::Result<Option<Timestamps>> {
+    for parent in parents {
+        let found = match rfs::openat2(parent, rel, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), RESOLVE) {
+            Ok(found) => found,
+            Err(Errno::NOENT) => continue,
+            Err(Errno::NOTDIR) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        end += 1;
+        let st = rfs::fstat(&found)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return Ok(None);
+        }
+        rfs::fchown(dir, Some(Uid::from_raw(st.st_uid)), Some(Gid::from_raw(st.st_gid)))?;
+        rfs::fchmod(dir, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+        let at = |tv_sec, tv_nsec| Timespec { tv_sec, tv_nsec };
+        return Ok(Some(Timestamps {
+            last_access: at(st.st_atime, st.st_atime_nsec as _),
+            last_modification: at(st.st_mtime, st.st_mtime_nsec as _),
+        }));
     }
-    Ok(dir)
+    Ok(None)
 }
 
 /// Runs `create`; if something is in the way, removes it (recursively, never following

@@ -12,7 +12,7 @@ pub mod encode;
 use std::fmt;
 use std::io::{self, BufRead, Chain, Cursor, Read};
 
-pub use apply::{ApplyError, ApplyStats, WhiteoutMode, apply, apply_layer};
+pub use apply::{ApplyError, ApplyOptions, ApplyStats, WhiteoutMode, apply, apply_layer};
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
