@@ -45,6 +45,17 @@
 //! `trusted.overlay.*` xattrs from an archive are never set: they would let a layer forge
 //! overlayfs whiteouts, opaque dirs or redirects in its lowerdir. xattrs the filesystem does not
 //! support (`ENOTSUP`) are skipped. Both are counted in [`ApplyStats::skipped_xattrs`].
+//! As in Go's archive/tar and containerd: blank numeric header fields read as 0, and times
+//! before 1970 or after 2262 become the epoch. Parent directories a layer implies without
+//! listing them are made 0755 and root-owned, or copied from [`ApplyOptions::parents`].
+//!
+//! # Refused
+//!
+//! Entry types other than file, directory, symlink, hardlink, char/block device and fifo (PAX
+//! global headers are skipped); GNU PAX sparse files; uids/gids beyond 32 bits; symlinks with
+//! an empty target; hardlinks to a directory or to nothing inside the destination; names longer
+//! than the kernel takes (`ENAMETOOLONG`); a parent that is a symlink loop or a symlink to a
+//! missing directory (kiln does not create the directories a dangling symlink points to).
 //!
 //! A failed apply leaves a partial tree: callers apply into a fresh directory and discard it on
 //! error.
@@ -141,8 +152,8 @@ pub struct ApplyStats {
 /// Why a layer could not be applied. Every variant about an entry names it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// The destination directory could not be opened.
-    #[error("cannot open layer destination {path}: {source}")]
+    /// The destination (or a parent layer's) directory could not be opened.
+    #[error("cannot open layer directory {path}: {source}")]
     Destination { path: PathBuf, source: io::Error },
     /// The layer stream is corrupt, truncated or fails its digest check.
     #[error("reading the layer stream{}: {source}", .entry.as_ref().map(|e| format!(" (last tar entry {e})")).unwrap_or_default())]

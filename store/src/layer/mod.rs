@@ -1,5 +1,5 @@
 //! Layer tars: compression detection and media types (here), applying a layer onto a directory
-//! ([`apply`]), and encoding a directory diff into a compressed layer blob ([`encode`]).
+//! ([`mod@apply`]), and encoding a directory diff into a compressed layer blob ([`encode`]).
 //!
 //! Compression is detected from the stream's magic bytes, never from the media type alone:
 //! Docker layers are often labelled `tar.gzip` while being plain tars (and the reverse), and the
