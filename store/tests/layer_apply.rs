@@ -303,6 +303,80 @@ fn gnu_tar_archive_round_trips() {
     assert_eq!(xattr(&dest.join("usr/tool"), "user.origin").as_deref(), Some(&b"gnu"[..]));
 }
 
+/// Everything observable about the tree below `root`, by relative path.
+fn describe_tree(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_owned()];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let m = meta(&path);
+            let mut names = vec![0u8; 65536];
+            let n = rustix::fs::llistxattr(&path, &mut names[..]).unwrap();
+            let mut xattrs: Vec<_> = names[..n].split(|b| *b == 0).filter(|k| !k.is_empty()).collect();
+            xattrs.sort();
+            let xattrs: Vec<_> = xattrs
+                .iter()
+                .map(|k| {
+                    let k = std::str::from_utf8(k).unwrap();
+                    (k.to_owned(), xattr(&path, k))
+                })
+                .collect();
+            let content = if m.is_file() {
+                Digest::of(&fs::read(&path).unwrap()).to_string()
+            } else if m.file_type().is_symlink() {
+                format!("{:?}", fs::read_link(&path).unwrap())
+            } else {
+                String::new()
+            };
+            let described = format!(
+                "{:?} {:o} {}:{} links {} rdev {} mtime {}.{} {content} {xattrs:?}",
+                m.file_type(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.nlink(),
+                m.rdev(),
+                m.mtime(),
+                m.mtime_nsec()
+            );
+            out.insert(path.strip_prefix(root).unwrap().to_owned(), described);
+            if m.is_dir() {
+                todo.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Differential: a real system tree archived by GNU tar come out of kiln exactly as out of
+/// GNU tar itself (types, modes, owners, links, hardlink counts, nanosecond mtimes, xattrs).
+#[test]
+fn a_system_tree_applies_exactly_as_gnu_tar_extracts_it() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let tar = |args: &[&str]| {
+        let out = Command::new("tar").args(args).output().expect("GNU tar is needed (Debian package `tar`)");
+        assert!(out.status.success(), "tar {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // /etc: hundreds of symlinks, varied modes and owners, and cheap to copy twice.
+    let archive = work.path().join("etc.tar");
+    let archive = archive.to_str().unwrap();
+    tar(&["--format=posix", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", "/etc", "-cf", archive, "."]);
+    let (ours, theirs) = (work.path().join("kiln"), work.path().join("gnu"));
+    fs::create_dir(&ours).unwrap();
+    fs::create_dir(&theirs).unwrap();
+    apply_layer(BufReader::new(fs::File::open(archive).unwrap()), &ours, WhiteoutMode::Delete).unwrap();
+    let extract = ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "--same-owner", "-xf", archive, "-C"];
+    tar(&[&extract[..], &[theirs.to_str().unwrap()]].concat());
+    let (ours, theirs) = (describe_tree(&ours), describe_tree(&theirs));
+    assert!(ours.len() > 100, "/etc is a real tree");
+    for (path, gnu) in &theirs {
+        assert_eq!(ours.get(path), Some(gnu), "/etc/{}", path.display());
+    }
+    assert_eq!(ours.len(), theirs.len());
+}
+
 #[test]
 fn overlay_mode_writes_whiteout_devices_and_opaque_xattrs() {
     require_root();
