@@ -40,7 +40,7 @@ pub enum GcError {
     NotExclusive { root: PathBuf },
     /// A tag's content cannot be followed.
     #[error("cannot follow tag {reference} ({digest}): {source}; remove it with `kiln rmi {reference}`")]
-    Tag { reference: String, digest: Digest, source: ImageError },
+    Tag { reference: String, digest: Digest, source: Box<ImageError> },
     /// A blob store failure.
     #[error(transparent)]
     Blob(#[from] BlobError),
@@ -90,7 +90,7 @@ pub fn prune(store: &Store) -> Result<PruneReport, GcError> {
         mark_manifest(store, &tag.digest, &tag.media_type, &mut marks).map_err(|source| GcError::Tag {
             reference,
             digest: tag.digest.clone(),
-            source,
+            source: Box::new(source),
         })?;
     }
     for lease in store.meta().leases()? {
@@ -145,7 +145,7 @@ fn mark_manifest(store: &Store, digest: &Digest, media_type: &str, marks: &mut M
             for child in index.manifests() {
                 let child_digest = descriptor_digest(child, digest)?;
                 if store.blobs().contains(&child_digest) {
-                    mark_manifest(store, &child_digest, &child.media_type().to_string(), marks)?;
+                    mark_manifest(store, &child_digest, child.media_type().as_ref(), marks)?;
                 }
             }
         }

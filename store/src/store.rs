@@ -57,7 +57,7 @@ pub enum StoreError {
     Snapshot(#[from] SnapshotError),
     /// A tag's target is not a complete, valid image in the store.
     #[error("cannot tag {reference} as {digest}: {source}")]
-    Incomplete { reference: String, digest: Digest, source: ImageError },
+    Incomplete { reference: String, digest: Digest, source: Box<ImageError> },
 }
 
 /// An opened store root.
@@ -129,7 +129,7 @@ impl Store {
         let incomplete = |source: ImageError| StoreError::Incomplete {
             reference: reference.to_owned(),
             digest: digest.clone(),
-            source,
+            source: Box::new(source),
         };
         let raw = self.blobs.read(digest).map_err(|e| incomplete(e.into()))?;
         if let ManifestDocument::Manifest(_) =
