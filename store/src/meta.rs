@@ -38,7 +38,7 @@
 //!
 //! The build issue adds a `cache` table (cache key → JSON record naming the result: layer blob
 //! digest, diff id, chain id) the same way: a `TableDefinition` created in [`Meta::open`]'s
-//! setup transaction, typed methods each written as one [`Meta::read`]/[`Meta::write`] call,
+//! setup transaction, typed methods each written as one `Meta::read`/`Meta::write` call,
 //! and a root set in [`gc`](crate::gc)'s mark phase so GC keeps what cache entries reach.
 
 use std::path::{Path, PathBuf};
@@ -99,7 +99,7 @@ pub struct TagRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind", content = "digest")]
 pub enum LeaseResource {
-    /// A blob, by digest; if it is a manifest, GC also keeps what it references.
+    /// A blob, by digest: that blob only (a manifest's config and layers need their own entries).
     Blob(Digest),
     /// An unpacked snapshot, by chain id.
     Snapshot(Digest),
@@ -237,7 +237,7 @@ impl Meta {
 
     /// Creates a lease owned by this process protecting `resources`, released when the
     /// returned guard drops.
-    pub fn lease(&self, resources: Vec<LeaseResource>) -> Result<LeaseGuard<'_>, MetaError> {
+    pub fn lease(&self, resources: Vec<LeaseResource>) -> Result<LeaseGuard, MetaError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let pid = std::process::id();
         let lease = Lease {
@@ -248,7 +248,7 @@ impl Meta {
             pid_start: process_start(pid).unwrap_or_default(),
         };
         self.put_lease(&lease)?;
-        Ok(LeaseGuard { meta: self, id: lease.id })
+        Ok(LeaseGuard { meta: self.clone(), id: lease.id })
     }
 
     /// Every lease, live or stale, sorted by id.
@@ -357,12 +357,12 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 /// A lease of this process, removed from the DB when dropped (a failure to remove it is
 /// logged: GC removes it once this process is gone).
 #[derive(Debug)]
-pub struct LeaseGuard<'a> {
-    meta: &'a Meta,
+pub struct LeaseGuard {
+    meta: Meta,
     id: String,
 }
 
-impl LeaseGuard<'_> {
+impl LeaseGuard {
     /// The lease id.
     pub fn id(&self) -> &str {
         &self.id
@@ -388,7 +388,7 @@ impl LeaseGuard<'_> {
     }
 }
 
-impl Drop for LeaseGuard<'_> {
+impl Drop for LeaseGuard {
     fn drop(&mut self) {
         if let Err(e) = self.meta.remove_leases(std::slice::from_ref(&self.id)) {
             tracing::warn!("releasing lease {}: {e}", self.id);

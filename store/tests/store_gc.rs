@@ -172,9 +172,8 @@ fn prune_removes_exactly_what_no_tag_or_live_lease_reaches() {
 
     let leased = store.blobs().put(b"leased by a live process").unwrap();
     let leased_snapshot = Digest::of(b"a snapshot under construction");
-    // A Meta of its own, so the lease outlives this store handle (as it would another process's).
-    let meta = store.meta().clone();
-    let lease = meta.lease(vec![LeaseResource::Blob(leased.clone())]).unwrap();
+    // The guard outlives this store handle, as another process's lease would.
+    let lease = store.meta().lease(vec![LeaseResource::Blob(leased.clone())]).unwrap();
     lease.add(LeaseResource::Snapshot(leased_snapshot.clone())).unwrap();
     fs::create_dir(store.snapshots().path(&leased_snapshot)).unwrap();
     let orphan = store.blobs().put(b"leased by a dead process").unwrap();
