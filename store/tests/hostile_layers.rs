@@ -521,3 +521,16 @@ fn pax_sparse_files_are_rejected() {
     let err = fx.rejects(&tar, WhiteoutMode::Overlay, "disk.img");
     assert!(err.to_string().contains("sparse"), "{err}");
 }
+
+/// 21. Removing a tree deeper than the applier recurses fails cleanly, naming the whiteout.
+#[test]
+fn too_deep_trees_fail_to_be_removed_cleanly() {
+    let fx = Fixture::new();
+    let deep = format!("{}f", "a/".repeat(600));
+    fx.contains(&Raw::new().file(&deep, b"x").bytes(), WhiteoutMode::Delete);
+    let err = fx.rejects(&Raw::new().file(".wh.a", b"").bytes(), WhiteoutMode::Delete, ".wh.a");
+    assert!(err.to_string().contains("deeper than"), "{err}");
+    // Replacing it fails the same way.
+    let err = fx.rejects(&Raw::new().file("a", b"file").bytes(), WhiteoutMode::Delete, "\"a\"");
+    assert!(err.to_string().contains("deeper than"), "{err}");
+}

@@ -94,6 +94,10 @@ const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGIC
 const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
 /// How many times to retry `openat2` when the kernel reports a concurrent rename (`EAGAIN`).
 const RESOLVE_RETRIES: usize = 16;
+/// How deep removals recurse (one open fd per level). Names are limited to PATH_MAX, but
+/// symlink chains let a layer build deeper trees: those fail cleanly instead of running out of
+/// fds or stack.
+const MAX_DEPTH: usize = 512;
 /// Longest prefix of an entry name quoted in an error message (names can be megabytes long).
 const NAME_DISPLAY_MAX: usize = 200;
 
@@ -576,7 +580,7 @@ impl Applier {
                 // Nothing below to delete.
                 Err(Errno::NOENT | Errno::NOTDIR) => Ok(()),
                 Err(e) => Err(fail(name, "open parent directory")(e)),
-                Ok(dir) => remove_all(dir.as_fd(), target).map_err(fail(name, "remove whited-out path")),
+                Ok(dir) => remove_all(dir.as_fd(), target, 0).map_err(fail(name, "remove whited-out path")),
             },
         }
     }
@@ -587,7 +591,9 @@ impl Applier {
         match &self.created {
             None => rfs::fsetxattr(&dir, OVERLAY_OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())
                 .map_err(fail(name, "set trusted.overlay.opaque")),
-            Some(created) => clear_opaque(dir.as_fd(), created).map(drop).map_err(fail(name, "empty opaque directory")),
+            Some(created) => {
+                clear_opaque(dir.as_fd(), created, 0).map(drop).map_err(fail(name, "empty opaque directory"))
+            }
         }
     }
 
@@ -808,7 +814,7 @@ fn copy_dir_info(parents: &[OwnedFd], rel: &[u8], dir: BorrowedFd<'_>) -> io::Re
 fn replacing<T>(dir: BorrowedFd<'_>, base: &[u8], mut create: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
     match create() {
         Err(Errno::EXIST) => {
-            remove_all(dir, base)?;
+            remove_all(dir, base, 0)?;
             Ok(create()?)
         }
         result => Ok(result?),
@@ -823,7 +829,7 @@ fn make_dir(dir: BorrowedFd<'_>, base: &[u8]) -> io::Result<OwnedFd> {
         Err(Errno::EXIST) => {
             let st = rfs::statat(dir, base, AtFlags::SYMLINK_NOFOLLOW)?;
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                remove_all(dir, base)?;
+                remove_all(dir, base, 0)?;
                 rfs::mkdirat(dir, base, mode)?;
             }
         }
@@ -834,7 +840,7 @@ fn make_dir(dir: BorrowedFd<'_>, base: &[u8]) -> io::Result<OwnedFd> {
 
 /// Removes `name` in `dir` and everything below it, never following a symlink. A missing
 /// `name` is not an error.
-fn remove_all(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+fn remove_all(dir: BorrowedFd<'_>, name: &[u8], depth: usize) -> io::Result<()> {
     match rfs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => return Ok(()),
         Err(Errno::ISDIR) => {}
@@ -842,11 +848,20 @@ fn remove_all(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     }
     let sub = rfs::openat(dir, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
     for child in list_dir(sub.as_fd())? {
-        remove_all(sub.as_fd(), &child)?;
+        remove_all(sub.as_fd(), &child, deeper(depth)?)?;
     }
     match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// One level deeper in a recursive removal, within [`MAX_DEPTH`].
+fn deeper(depth: usize) -> io::Result<usize> {
+    if depth < MAX_DEPTH {
+        Ok(depth + 1)
+    } else {
+        Err(io::Error::other(format!("directory tree deeper than {MAX_DEPTH} levels")))
     }
 }
 
@@ -864,7 +879,7 @@ fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
 
 /// `Delete`-mode opaque directory: removes everything below `dir` that this layer did not
 /// create, keeping directories that lead to something it did. Returns whether anything was kept.
-fn clear_opaque(dir: BorrowedFd<'_>, created: &HashSet<Inode>) -> io::Result<bool> {
+fn clear_opaque(dir: BorrowedFd<'_>, created: &HashSet<Inode>, depth: usize) -> io::Result<bool> {
     let mut kept = false;
     for name in list_dir(dir)? {
         let st = match rfs::statat(dir, &name[..], AtFlags::SYMLINK_NOFOLLOW) {
@@ -875,7 +890,7 @@ fn clear_opaque(dir: BorrowedFd<'_>, created: &HashSet<Inode>) -> io::Result<boo
         let ours = created.contains(&inode(&st));
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             let sub = rfs::openat(dir, &name[..], DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
-            let kept_below = clear_opaque(sub.as_fd(), created)?;
+            let kept_below = clear_opaque(sub.as_fd(), created, deeper(depth)?)?;
             if ours || kept_below {
                 kept = true;
             } else {
