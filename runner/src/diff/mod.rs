@@ -36,7 +36,7 @@
 //! links of one inode, are translated first and never count). Sockets are skipped, as
 //! containerd does. With [`DiffOptions::source_date_epoch`], mtimes later than it are clamped
 //! to it (BuildKit's `rewrite-timestamp`); whiteouts carry that time, or 0 without it, so that
-//! the same change always gives the same bytes. See [`tar`](self::tar) for the header format.
+//! the same change always gives the same bytes. The `tar` submodule documents the header format.
 //!
 //! The tar streams into [`LayerWriter`], which hashes the diffID and compresses into the blob
 //! store in the same pass; nothing is held in memory beyond one directory listing per level.
@@ -426,7 +426,7 @@ impl<W: Write> Differ<W> {
         let st = &node.st;
         let file_type = node.file_type();
         if file_type != FileType::Directory && st.st_nlink > 1 {
-            let key = (st.st_dev as u64, st.st_ino as u64);
+            let key = (st.st_dev, st.st_ino);
             if let Some(first) = self.links.get(&key) {
                 let first = first.clone();
                 return self.header(&path, Kind::Link { target: &first }, node);
@@ -460,11 +460,9 @@ impl<W: Write> Differ<W> {
 
     fn header(&mut self, path: &[u8], kind: Kind<'_>, node: &Node) -> Result<(), DiffError> {
         let st = &node.st;
-        let mut mtime = (st.st_mtime as i64, st.st_mtime_nsec as u32);
+        let mut mtime = (st.st_mtime, st.st_mtime_nsec as u32);
         if let Some(epoch) = self.epoch {
-            if mtime > (epoch, 0) {
-                mtime = (epoch, 0);
-            }
+            mtime = mtime.min((epoch, 0));
         }
         let entry = Entry {
             name: path,

@@ -186,10 +186,13 @@ impl Snapshotter {
     /// `FROM scratch`). Overlay unpacks missing layers into the store's snapshots first.
     pub fn prepare(&self, layers: &[Layer]) -> Result<Snapshot, SnapshotError> {
         let dir = tempfile::Builder::new().prefix("snap-").tempdir_in(&self.tmp).map_err(io_err(&self.tmp))?;
-        let lock_path = dir.path().join("lock");
-        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        // Locked before it has the name remove_stale looks for, so a live snapshot is never
+        // taken for a stale one.
+        let (new_lock, lock_path) = (dir.path().join("lock.new"), dir.path().join("lock"));
+        let lock = File::create(&new_lock).map_err(io_err(&new_lock))?;
         flock(&lock, FlockOperation::NonBlockingLockExclusive)
-            .map_err(|e| SnapshotError::Io { path: lock_path.clone(), source: e.into() })?;
+            .map_err(|e| SnapshotError::Io { path: new_lock.clone(), source: e.into() })?;
+        fs::rename(&new_lock, &lock_path).map_err(io_err(&lock_path))?;
         // From here on, Snapshot's Drop undoes whatever was made.
         let dir = dir.keep();
         let mut snapshot = Snapshot {

@@ -229,3 +229,29 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
 pub fn options(compression: Compression) -> DiffOptions {
     DiffOptions { compression, ..DiffOptions::default() }
 }
+
+/// Sets every entry below `root` (whiteouts aside) to `secs` whole seconds, as a tar-extracted
+/// tree has; children first, since making them changed their parents' times.
+pub fn set_all_times(root: &Path, secs: i64) {
+    let mut all: Vec<(String, Desc)> = describe(root).into_iter().collect();
+    all.sort_by_key(|(k, _)| std::cmp::Reverse(k.matches('/').count()));
+    for (rel, desc) in all {
+        if desc.kind != "whiteout" {
+            set_times(&root.join(rel), secs, 0);
+        }
+    }
+}
+
+/// A layer made of the files `(path, content)` plus whiteouts, all at `secs`.
+pub fn make_layer(blobs: &BlobStore, dir: &Path, files: &[(&str, &[u8])], whiteouts: &[&str], secs: i64) -> Layer {
+    fs::create_dir_all(dir).unwrap();
+    for (path, content) in files {
+        write(&dir.join(path), content);
+    }
+    for path in whiteouts {
+        fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+        whiteout(&dir.join(path));
+    }
+    set_all_times(dir, secs);
+    layer_of(blobs, dir)
+}
