@@ -307,3 +307,34 @@ fn stale_snapshots_of_a_killed_process_are_removed() {
     assert!(mounts_under(snapshotter.work_dir()).is_empty());
     assert_eq!(fs::read_dir(snapshotter.work_dir()).unwrap().count(), 0);
 }
+
+#[test]
+fn legacy_mount_with_few_layers_passes_the_paths_as_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store(tmp.path());
+    let layers = two_layers(&store, tmp.path());
+    let snapshotter = Snapshotter::with_backend(&store, Backend::Overlay).unwrap().with_mount_api(MountApi::Legacy);
+    let mut snap = snapshotter.prepare(&layers).unwrap();
+    assert!(fs::read_to_string(snap.rootfs().join("etc/passwd")).unwrap().contains("user:x:1000"));
+    assert_eq!(fs::read_dir(snap.dir().join("links")).unwrap().count(), 0, "no short links needed");
+    let mount = mounts_under(snap.rootfs()).join("\n");
+    let lowers = format!("lowerdir={}/", store.root().join("snapshots").display());
+    assert!(mount.contains(" kiln-overlay ") && mount.contains(&lowers), "{mount}");
+    fs::remove_file(snap.rootfs().join("data/a")).unwrap();
+    assert_eq!(names(&store, &snap.diff(&epoch_options()).unwrap()), ["data/", "data/.wh.a"]);
+}
+
+#[test]
+fn an_in_place_change_that_keeps_size_and_mtime_is_still_seen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store(tmp.path());
+    let layers = two_layers(&store, tmp.path());
+    for backend in [Backend::Overlay, Backend::Copy] {
+        let mut snap = Snapshotter::with_backend(&store, backend).unwrap().prepare(&layers).unwrap();
+        let tool = snap.rootfs().join("bin/tool");
+        fs::write(&tool, b"#!/bin/XX\n").unwrap();
+        set_times(&tool, BASE_TIME, 0);
+        let diff = snap.diff(&epoch_options()).unwrap();
+        assert_eq!(names(&store, &diff), ["bin/", "bin/tool"], "{backend:?}");
+    }
+}
