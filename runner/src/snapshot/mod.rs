@@ -108,6 +108,9 @@ pub enum Backend {
 }
 
 /// Makes snapshots over the layers of one store.
+///
+/// Keep the [`Store`] open while snapshots live: its shared lock is what keeps `kiln prune`
+/// (which takes the lock exclusively) from deleting a lowerdir under a mounted overlay.
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
     blobs: BlobStore,
@@ -161,7 +164,8 @@ impl Snapshotter {
         })
     }
 
-    /// Uses classic `mount(2)` only, as on kernels before 6.8 (tests of that path).
+    /// Chooses the mount call: [`MountApi::Legacy`] forces classic `mount(2)`, as on kernels
+    /// before 6.8 (tests of that path).
     pub fn with_mount_api(mut self, api: MountApi) -> Snapshotter {
         self.mount_api = api;
         self
