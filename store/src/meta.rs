@@ -156,7 +156,27 @@ impl Meta {
     /// Opens the DB below `root`, creating it and its tables if needed.
     pub fn open(root: &Path) -> Result<Meta, MetaError> {
         let meta = Meta { db: root.join("meta.redb"), lock: root.join("meta.lock") };
-        let found = meta.write(|tx| {
+        // The common case, an existing DB, costs a shared read and no fsync. The version is
+        // written with the tables, so its presence means they all exist. A failing read falls
+        // through to the write, which reports the error if it persists.
+        let existing = if meta.db.exists() {
+            meta.read(|tx| Ok(tx.open_table(INFO)?.get("schema_version")?.map(|v| v.value()))).ok().flatten()
+        } else {
+            None
+        };
+        let found = match existing {
+            Some(found) => Some(found),
+            None => meta.create_tables()?,
+        };
+        match found {
+            Some(found) if found > SCHEMA_VERSION => Err(MetaError::NewerSchema { path: meta.db, found }),
+            _ => Ok(meta),
+        }
+    }
+
+    /// Creates the tables and records the schema version if missing; returns the version found.
+    fn create_tables(&self) -> Result<Option<u64>, MetaError> {
+        self.write(|tx| {
             tx.open_table(TAGS)?;
             tx.open_multimap_table(BLOB_SOURCES)?;
             tx.open_table(LEASES)?;
@@ -166,11 +186,7 @@ impl Meta {
                 info.insert("schema_version", SCHEMA_VERSION)?;
             }
             Ok(found)
-        })?;
-        match found {
-            Some(found) if found > SCHEMA_VERSION => Err(MetaError::NewerSchema { path: meta.db, found }),
-            _ => Ok(meta),
-        }
+        })
     }
 
     /// The DB file.

@@ -20,8 +20,9 @@
 //! A `Store` holds the store lock ([`lock`](crate::lock)) for as long as it lives: shared for
 //! everything ([`Store::open`]), exclusive for `kiln prune`. So GC never runs while another
 //! process has stored a blob it has not tagged yet, or has a snapshot mounted. Leases
-//! ([`Meta::lease`]) additionally keep named content alive across GC runs for a process that
-//! holds it without a tag. The metadata DB is shared by all processes through short
+//! ([`Meta::lease`]) record what a live process holds without a name; while every command holds
+//! the shared lock for its whole run they are a second line of defence, and they are what lets
+//! a later long-running command release the lock between phases without exposing its content. The metadata DB is shared by all processes through short
 //! per-operation transactions ([`meta`](crate::meta)); blobs and snapshots are published with
 //! atomic renames, so concurrent writers of the same content both succeed.
 
