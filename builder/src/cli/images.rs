@@ -194,12 +194,12 @@ pub fn images(global: &GlobalArgs, args: ImagesArgs) -> anyhow::Result<ExitCode>
     match args.format {
         ListFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
         ListFormat::Table => {
-            writeln!(out, "{:<40} {:<16} {:<14} {:<22} {:>10}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")?;
+            writeln!(out, "{:<40} {:<16} {:<14} {:<21} {:>8}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")?;
             for r in &rows {
                 let id = r["ID"].as_str().unwrap_or_default();
                 writeln!(
                     out,
-                    "{:<40} {:<16} {:<14} {:<22} {:>10}",
+                    "{:<40} {:<16} {:<14} {:<21} {:>8}",
                     r["Repository"].as_str().unwrap_or_default(),
                     r["Tag"].as_str().unwrap_or_default(),
                     id.strip_prefix("sha256:").unwrap_or(id).get(..12).unwrap_or(id),

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# kiln's main job, end to end on this machine: make a busybox base image, push it to a real
+# registry on a loopback port, drop it locally, pull it back and show it.
+# Installs what it needs when missing. Needs root. Store: $KILN_ROOT (default /var/lib/kiln).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+cargo build --release --locked -p kiln-builder
+kiln=$PWD/target/release/kiln
+work=$(mktemp -d)
+registry_pid=
+cleanup() {
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=${KILN_DEMO_PORT:-5055}
+cat >"$work/registry.yml" <<EOF
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: 127.0.0.1:$port}
+EOF
+/usr/bin/docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+remote=127.0.0.1:$port/demo/busybox:latest
+
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+bash testdata/busybox/mkrootfs.sh "$work/busybox.tar"
+step "$kiln" import "$work/busybox.tar" busybox:demo
+step "$kiln" push busybox:demo "$remote"
+step "$kiln" rmi busybox:demo
+step "$kiln" prune
+step "$kiln" pull "$remote"
+step "$kiln" images
+step "$kiln" inspect "$remote"
