@@ -16,15 +16,7 @@ cleanup() {
 trap cleanup EXIT
 
 port=${KILN_DEMO_PORT:-5055}
-cat >"$work/registry.yml" <<EOF
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-EOF
-/usr/bin/docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+registry_pid=$(bash scripts/registry.sh "$port" "$work/registry")
 remote=127.0.0.1:$port/demo/busybox:latest
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }

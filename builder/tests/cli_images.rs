@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kiln_testkit::registry::Registry;
+use kiln_testkit::skopeo::skopeo;
 
 /// A temp store root and the busybox rootfs tarball.
 struct Env {
@@ -54,15 +55,6 @@ impl Env {
     fn inspect(&self, image: &str) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["inspect", image])).unwrap()
     }
-}
-
-fn skopeo(args: &[&str]) -> String {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run skopeo ({e}): install the Debian package skopeo"));
-    assert!(out.status.success(), "skopeo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn blob_files(root: &Path) -> usize {

@@ -127,15 +127,7 @@ impl BlobStore {
 
     /// Every blob present. File names that are not digests (never written by kiln) are skipped.
     pub fn list(&self) -> Result<Vec<Digest>, BlobError> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
-            let entry = entry.map_err(io_err(&self.dir))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        crate::digest::list_named_by_digest(&self.dir).map_err(io_err(&self.dir))
     }
 
     /// The temp directory of interrupted ingests (cleaned by GC).

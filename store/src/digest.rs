@@ -89,6 +89,19 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+/// The digests named by the entries of `dir` (`blobs/sha256/`, `snapshots/`), sorted. Entries
+/// whose names are not 64 hex digits (temp and lock directories) are skipped.
+pub fn list_named_by_digest(dir: &std::path::Path) -> io::Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        if let Some(d) = entry?.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            out.push(d);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// An incremental sha256 that also counts bytes.
 #[derive(Clone, Default)]
 pub struct Hasher {

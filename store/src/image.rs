@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::blobs::{BlobError, BlobStore};
 use crate::digest::{Digest, DigestError};
 
-/// Media types kiln reads and writes.
+/// Manifest, index and config media types (layer media types: [`crate::layer::Compression`]).
 pub mod media_type {
     /// OCI image manifest.
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -27,24 +27,12 @@ pub mod media_type {
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
     /// OCI image config.
     pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-    /// OCI uncompressed layer.
-    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-    /// OCI gzip layer.
-    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-    /// OCI zstd layer.
-    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
     /// Docker v2 schema 2 manifest.
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     /// Docker manifest list.
     pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
     /// Docker image config.
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-    /// Docker gzip layer.
-    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-    /// Docker uncompressed layer (as found in some docker-archive exports).
-    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-    /// Docker foreign (non-distributable) gzip layer.
-    pub const DOCKER_FOREIGN_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 
     /// Whether `mt` names a single-platform image manifest.
     pub fn is_manifest(mt: &str) -> bool {

@@ -153,15 +153,7 @@ impl Snapshots {
     /// Every snapshot present, by chain id. Entries that are not chain ids (`tmp`, `locks`)
     /// are skipped.
     pub fn list(&self) -> Result<Vec<Digest>, SnapshotError> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
-            let entry = entry.map_err(io_err(&self.dir))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        crate::digest::list_named_by_digest(&self.dir).map_err(io_err(&self.dir))
     }
 
     /// Deletes a snapshot; a missing one is not an error. It is first renamed into `tmp/`, so

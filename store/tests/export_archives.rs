@@ -2,7 +2,6 @@
 //! `oci-archive:` and `oci:` transports, on a real busybox rootfs.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 use kiln_store::blobs::BlobStore;
@@ -11,6 +10,7 @@ use kiln_store::export::import::{ImportOptions, import_rootfs};
 use kiln_store::export::load::load;
 use kiln_store::image::{Image, Platform};
 use kiln_store::layer::Compression;
+use kiln_testkit::skopeo::skopeo;
 
 fn options(compression: Compression) -> ImportOptions {
     ImportOptions {
@@ -19,15 +19,6 @@ fn options(compression: Compression) -> ImportOptions {
         created: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         comment: "Imported from -".into(),
     }
-}
-
-fn skopeo(args: &[&str]) -> String {
-    let out = Command::new("skopeo")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run skopeo ({e}): install the Debian package skopeo"));
-    assert!(out.status.success(), "skopeo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn imported(dir: &Path, blobs: &BlobStore, compression: Compression) -> Image {

@@ -73,7 +73,9 @@ impl Env {
                 Layer {
                     digest: digest.clone(),
                     size: size as u64,
-                    media_type: media_type::OCI_LAYER.into(),
+                    media_type: kiln_store::layer::Compression::Uncompressed
+                        .media_type(kiln_store::layer::MediaTypeFamily::Oci)
+                        .into(),
                     diff_id: digest,
                 }
             })

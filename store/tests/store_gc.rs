@@ -9,7 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use kiln_store::gc::{GcError, prune};
-use kiln_store::image::media_type::{OCI_INDEX, OCI_LAYER, OCI_MANIFEST};
+use kiln_store::image::media_type::{OCI_INDEX, OCI_MANIFEST};
+use kiln_store::layer::{Compression, MediaTypeFamily};
 use kiln_store::lock::LockMode;
 use kiln_store::meta::LeaseResource;
 use kiln_store::{Digest, Store, StoreError};
@@ -76,7 +77,7 @@ fn ensure_refuses_a_wrong_diff_id_or_a_corrupt_blob_and_publishes_nothing() {
     let layer = kiln_store::image::Layer {
         digest: digest.clone(),
         size: 0,
-        media_type: OCI_LAYER.into(),
+        media_type: Compression::Uncompressed.media_type(MediaTypeFamily::Oci).into(),
         diff_id: Digest::of(&tar),
     };
     let err = store.snapshots().ensure(store.blobs(), &[layer]).unwrap_err().to_string();
@@ -86,7 +87,7 @@ fn ensure_refuses_a_wrong_diff_id_or_a_corrupt_blob_and_publishes_nothing() {
     let missing = kiln_store::image::Layer {
         digest: Digest::of(b"nope"),
         size: 0,
-        media_type: OCI_LAYER.into(),
+        media_type: Compression::Uncompressed.media_type(MediaTypeFamily::Oci).into(),
         diff_id: Digest::of(b""),
     };
     let err = store.snapshots().ensure(store.blobs(), &[missing]).unwrap_err().to_string();

@@ -99,7 +99,9 @@ fn sigkill_mid_unpack_leaves_only_a_temp_dir() {
     let layer = kiln_store::image::Layer {
         digest: Digest::of(&tar),
         size: tar.len() as u64,
-        media_type: kiln_store::image::media_type::OCI_LAYER.into(),
+        media_type: kiln_store::layer::Compression::Uncompressed
+            .media_type(kiln_store::layer::MediaTypeFamily::Oci)
+            .into(),
         diff_id: Digest::of(&tar),
     };
     if let Some((_, root)) = child_role() {

@@ -45,7 +45,7 @@ pub fn put_layer(store: &Store, tar: &[u8]) -> Layer {
     Layer {
         digest,
         size: blob.len() as u64,
-        media_type: image::media_type::OCI_LAYER_GZIP.into(),
+        media_type: kiln_store::layer::Compression::Gzip.media_type(kiln_store::layer::MediaTypeFamily::Oci).into(),
         diff_id: Digest::of(tar),
     }
 }
