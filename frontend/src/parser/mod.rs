@@ -14,7 +14,7 @@ mod heredoc;
 mod json;
 mod split;
 
-pub(crate) use heredoc::parse_heredoc;
+use heredoc::parse_heredoc;
 
 use crate::ast::{Directive, Dockerfile, Heredoc, Node, Warning, go_quote, go_to_lower, go_trim_space};
 use crate::error::{DockerfileError, Pos, Source};
@@ -469,8 +469,8 @@ fn can_contain_heredoc(node: &Node) -> bool {
     matches!(n.name().as_str(), "run" | "copy" | "add") && !n.json
 }
 
-/// The heredocs a RUN/COPY/ADD argument refers to, e.g. `<<EOF` (BuildKit's
-/// `MustParseHeredoc`): `None` for ordinary words and for words the lexer rejects.
+/// The heredoc a RUN/COPY/ADD argument such as `<<-"EOF"` opens (BuildKit's
+/// `MustParseHeredoc`), body empty: `None` for ordinary words and for words the lexer rejects.
 pub fn heredoc_word(word: &str) -> Option<Heredoc> {
     parse_heredoc(word).ok().flatten()
 }
