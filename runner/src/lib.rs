@@ -6,3 +6,5 @@
 
 pub mod diff;
 pub mod snapshot;
+pub mod sandbox;
+pub mod user;
