@@ -2,15 +2,15 @@
 //! `docker login`/`docker logout` do, in docker's `config.json` (`$DOCKER_CONFIG`, else
 //! `~/.docker`) or the credential helper it names, so docker, skopeo and kiln share them.
 //!
-//! Registries reachable only over plain HTTP or with unverified TLS (beyond loopback) are
-//! listed in `$KILN_ROOT/registries.json` as `{"insecure-registries": ["host:port"]}`.
+//! Registries reachable only over plain HTTP or with unverified TLS (beyond loopback) need
+//! `--insecure-registry`, or a `$KILN_ROOT/registries.json` listing them, as for pull and push.
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use kiln_store::registry::{RegistryClient, RegistryOptions, auth};
+use kiln_store::registry::auth;
 
 use super::GlobalArgs;
 
@@ -83,9 +83,8 @@ pub fn login(global: &GlobalArgs, args: LoginArgs) -> anyhow::Result<ExitCode> {
         bail!("kiln login {registry}: the password is empty");
     }
 
-    let client = RegistryClient::new(RegistryOptions::load(&global.root)?);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(client.login(&registry, &username, &password))?;
+    let client = super::registry_client(global)?;
+    super::block_on(client.login(&registry, &username, &password))??;
     let dir = auth::docker_config_dir(None)?;
     match auth::save_credentials(&dir, &registry, &username, &password)? {
         auth::StoredIn::File(path) => {
