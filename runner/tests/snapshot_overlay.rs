@@ -95,7 +95,14 @@ fn overlay_diff_has_whiteouts_opaque_dirs_and_parents_and_is_deterministic() {
     for _ in 0..2 {
         let mut snap = snapshotter.prepare(&layers).unwrap();
         let root = snap.rootfs().to_owned();
-        assert_eq!(mounts_under(&root).len(), 1, "the rootfs is an overlay mount");
+        let mount = mounts_under(&root);
+        assert!(
+            mount.len() == 1
+                && mount[0].contains(" kiln-overlay ")
+                && mount[0].contains(",lowerdir+=")
+                && mount[0].contains("fsync=volatile"),
+            "{mount:?}"
+        );
         assert!(fs::read_to_string(root.join("etc/passwd")).unwrap().contains("user:x:1000"));
         assert!(!root.join("data/b").exists() && root.join("data/a").exists());
         change(&root, true);
@@ -319,7 +326,7 @@ fn legacy_mount_with_few_layers_passes_the_paths_as_they_are() {
     assert_eq!(fs::read_dir(snap.dir().join("links")).unwrap().count(), 0, "no short links needed");
     let mount = mounts_under(snap.rootfs()).join("\n");
     let lowers = format!("lowerdir={}/", store.root().join("snapshots").display());
-    assert!(mount.contains(" kiln-overlay ") && mount.contains(&lowers), "{mount}");
+    assert!(mount.contains(" kiln-overlay ") && mount.contains(&lowers) && mount.contains("fsync=volatile"), "{mount}");
     fs::remove_file(snap.rootfs().join("data/a")).unwrap();
     assert_eq!(names(&store, &snap.diff(&epoch_options()).unwrap()), ["data/", "data/.wh.a"]);
 }

@@ -136,7 +136,8 @@ impl Snapshotter {
             None => {
                 let r = probe_overlay(&s.tmp, s.mount_api)?;
                 if let Some(why) = &r {
-                    tracing::warn!(root = %store.root().display(), "overlayfs unusable, using copy-based snapshots: {why}");
+                    let root = store.root().display();
+                    tracing::warn!(%root, "overlayfs unusable, using copy-based snapshots: {why}");
                 }
                 probes.insert(store.root().to_owned(), r.clone());
                 r
@@ -492,7 +493,8 @@ fn probe_overlay(tmp: &Path, api: MountApi) -> Result<Option<String>, SnapshotEr
     Ok(match (whiteout, opaque) {
         (true, true) => None,
         _ => Some(format!(
-            "a test overlay in {} did not record a deletion as a whiteout device ({whiteout}) or a recreated directory as opaque ({opaque})",
+            "a test overlay in {} did not record a deletion as a whiteout device ({whiteout}) or a \
+             recreated directory as opaque ({opaque})",
             tmp.display()
         )),
     })
