@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_store::image::{self, ImageConfig, Layer, Platform, media_type};
+use kiln_store::layer::{Compression, MediaTypeFamily};
 use kiln_store::registry::{
     BlobOutcome, NoProgress, Progress, Reference, RegistryClient, RegistryError, RegistryOptions, RemoteCause,
     RetryPolicy, auth,
@@ -253,7 +254,7 @@ async fn refused_mount_falls_back_to_upload() {
     assert_eq!(rec.outcomes(), vec![BlobOutcome::Uploaded; 2]);
 }
 
-/// Issues one raw HTTP request to a plain registry; returns the status line.
+/// Issues one raw HTTP request to a plain registry; returns the whole response.
 fn raw_request(host: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> String {
     let mut conn = TcpStream::connect(host).unwrap();
     write!(
@@ -266,7 +267,7 @@ fn raw_request(host: &str, method: &str, path: &str, content_type: &str, body: &
     conn.write_all(body).unwrap();
     let mut resp = String::new();
     conn.read_to_string(&mut resp).unwrap();
-    resp.lines().next().unwrap_or_default().to_owned()
+    resp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,6 +301,64 @@ async fn pulls_platform_from_index() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_schema2_bytes_and_media_types_survive() {
+    let reg = Registry::plain();
+    let env = Env::new();
+    let img = image::Image::load(env.store.blobs(), &env.image(12, &[20_000])).unwrap();
+    // The same blobs under a Docker v2 schema 2 manifest, spaced the way kiln never writes JSON:
+    // push and pull must keep these exact bytes and this media type.
+    let docker = format!(
+        "{{\n   \"schemaVersion\": 2,\n   \"mediaType\": \"{}\",\n   \"config\": {{ \"mediaType\": \"{}\", \"size\": {}, \"digest\": \"{}\" }},\n   \"layers\": [ {{ \"mediaType\": \"{}\", \"size\": {}, \"digest\": \"{}\" }} ]\n}}",
+        media_type::DOCKER_MANIFEST,
+        media_type::DOCKER_CONFIG,
+        img.config_raw.len(),
+        img.config_digest,
+        Compression::Uncompressed.media_type(MediaTypeFamily::Docker),
+        img.layers[0].size,
+        img.layers[0].digest
+    );
+    let digest = env.store.blobs().put(docker.as_bytes()).unwrap();
+    let dest = reference(&reg.host(), "docker/app:v2");
+    assert_eq!(env.client().push(&env.store, &digest, &dest, Arc::new(NoProgress)).await.unwrap(), digest);
+
+    let mut conn = TcpStream::connect(reg.host()).unwrap();
+    write!(
+        conn,
+        "GET /v2/docker/app/manifests/v2 HTTP/1.1\r\nHost: {}\r\nAccept: {}\r\nConnection: close\r\n\r\n",
+        reg.host(),
+        media_type::DOCKER_MANIFEST
+    )
+    .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    assert!(resp.contains(&format!("Content-Type: {}", media_type::DOCKER_MANIFEST)), "{resp}");
+    assert!(resp.contains(&format!("Docker-Content-Digest: {digest}")), "{resp}");
+
+    let list = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{digest}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        media_type::DOCKER_MANIFEST_LIST,
+        media_type::DOCKER_MANIFEST,
+        docker.len()
+    );
+    let resp = raw_request(
+        &reg.host(),
+        "PUT",
+        "/v2/docker/app/manifests/list",
+        media_type::DOCKER_MANIFEST_LIST,
+        list.as_bytes(),
+    );
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+
+    let other = Env::new();
+    let r = reference(&reg.host(), "docker/app:list");
+    let pulled = other.client().pull(&other.store, &r, &amd64(), Arc::new(NoProgress)).await.unwrap();
+    assert_eq!(pulled.digest, digest);
+    assert_eq!(pulled.media_type, media_type::DOCKER_MANIFEST);
+    assert_eq!(pulled.index, Some(Digest::of(list.as_bytes())));
+    assert_eq!(other.blob(&digest), docker.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_killed_mid_push_then_rerun() {
     let mut reg = Registry::plain();
     let env = Env::new();
@@ -312,7 +371,10 @@ async fn registry_killed_mid_push_then_rerun() {
     let push = client.push(&env.store, &manifest, &dest, rec.clone());
     let killer = async {
         loop {
-            if rec.bytes.lock().unwrap().get(&big).copied().unwrap_or(0) >= 8 << 20 {
+            // Kill once the config is up and the big layer is well under way, so the layer's
+            // upload is what breaks.
+            let config_done = rec.outcomes.lock().unwrap().iter().any(|(d, _)| d != &big);
+            if config_done && rec.bytes.lock().unwrap().get(&big).copied().unwrap_or(0) >= 8 << 20 {
                 reg.kill();
                 return;
             }
@@ -331,7 +393,9 @@ async fn registry_killed_mid_push_then_rerun() {
 
     reg.restart();
     let rec = Arc::new(Recorder::default());
-    env.client().push(&env.store, &manifest, &dest, rec.clone()).await.unwrap();
+    if let Err(e) = env.client().push(&env.store, &manifest, &dest, rec.clone()).await {
+        panic!("re-run after restart: {e}\nregistry log:\n{}", reg.log());
+    }
     let other = Env::new();
     let pulled = other.client().pull(&other.store, &dest, &amd64(), Arc::new(NoProgress)).await.unwrap();
     assert_eq!(pulled.digest, manifest);
