@@ -22,14 +22,16 @@ pub enum RegistryError {
     #[error("invalid image reference {reference:?}: {message}")]
     Reference { reference: String, message: String },
     /// A request to the registry failed (after retries, for transient failures).
-    #[error("{action} {object} {preposition} {registry}/{repository} failed{}: {cause}", attempts_note(*.attempts))]
+    #[error(
+        "{action} {object} {} {registry}/{repository} failed{}: {cause}",
+        preposition(action),
+        attempts_note(*.attempts)
+    )]
     Remote {
         /// What kiln was doing: `pushing`, `pulling`, `checking`, `mounting`.
         action: &'static str,
         /// The object: `blob sha256:…`, `manifest latest`.
         object: String,
-        /// `to` or `from`.
-        preposition: &'static str,
         /// Registry host (`docker.io`, `127.0.0.1:5000`).
         registry: String,
         /// Repository path.
@@ -47,7 +49,7 @@ pub enum RegistryError {
     Login { registry: String, cause: RemoteCause },
     /// A manifest or index from the registry (or in the store) kiln cannot use.
     #[error("image {reference}: {source}")]
-    Image { reference: String, source: ImageError },
+    Image { reference: String, source: Box<ImageError> },
     /// A local blob store failure.
     #[error("image {reference}: {source}")]
     Blob { reference: String, source: BlobError },
@@ -66,6 +68,15 @@ pub enum RegistryError {
     /// A background task failed (a panic or runtime shutdown).
     #[error("internal error during {0}")]
     Task(String),
+}
+
+/// How the action relates to the repository in messages: pushing *to*, pulling *from*.
+fn preposition(action: &str) -> &'static str {
+    match action {
+        "pulling" => "from",
+        "checking" => "in",
+        _ => "to",
+    }
 }
 
 fn attempts_note(attempts: u32) -> String {
@@ -315,7 +326,6 @@ impl Default for RetryPolicy {
 pub(crate) struct Op<'a> {
     pub action: &'static str,
     pub object: String,
-    pub preposition: &'static str,
     pub registry: &'a str,
     pub repository: &'a str,
 }
@@ -323,7 +333,7 @@ pub(crate) struct Op<'a> {
 impl Op<'_> {
     /// A one-line description for logs.
     pub(crate) fn label(&self) -> String {
-        format!("{} {} {} {}/{}", self.action, self.object, self.preposition, self.registry, self.repository)
+        format!("{} {} {} {}/{}", self.action, self.object, preposition(self.action), self.registry, self.repository)
     }
 
     /// The final error after `attempts` tries.
@@ -331,7 +341,6 @@ impl Op<'_> {
         RegistryError::Remote {
             action: self.action,
             object: self.object.clone(),
-            preposition: self.preposition,
             registry: self.registry.to_owned(),
             repository: self.repository.to_owned(),
             attempts,

@@ -49,7 +49,7 @@ impl RegistryClient {
         progress: Arc<dyn Progress>,
     ) -> Result<PulledImage, RegistryError> {
         let name = reference.to_string();
-        let image_err = |source: ImageError| RegistryError::Image { reference: name.clone(), source };
+        let image_err = |source: ImageError| RegistryError::Image { reference: name.clone(), source: Box::new(source) };
         let ep = self.endpoint(reference).await?;
         let (raw, digest) = self.fetch_manifest(&ep, reference).await?;
         let (raw, digest, manifest, index) = match ManifestDocument::parse(&raw, &digest, None).map_err(image_err)? {
@@ -106,7 +106,6 @@ impl RegistryClient {
         let op = Op {
             action: "pulling",
             object: format!("manifest {}", reference.manifest_name()),
-            preposition: "from",
             registry: reference.registry(),
             repository: reference.repository(),
         };
@@ -147,7 +146,6 @@ impl RegistryClient {
         let op = Op {
             action: "pulling",
             object: format!("blob {digest}"),
-            preposition: "from",
             registry: reference.registry(),
             repository: reference.repository(),
         };

@@ -44,7 +44,7 @@ impl RegistryClient {
             .blobs()
             .read(manifest)
             .map_err(|source| RegistryError::Blob { reference: reference.clone(), source })?;
-        let image_err = |source| RegistryError::Image { reference: reference.clone(), source };
+        let image_err = |source| RegistryError::Image { reference: reference.clone(), source: Box::new(source) };
         let parsed = match ManifestDocument::parse(&raw, manifest, None).map_err(image_err)? {
             ManifestDocument::Manifest(m) => m,
             ManifestDocument::Index(_) => {
@@ -69,7 +69,6 @@ impl RegistryClient {
         let op = Op {
             action: "pushing",
             object: format!("manifest {}", dest.manifest_name()),
-            preposition: "to",
             registry: dest.registry(),
             repository: dest.repository(),
         };
@@ -113,13 +112,8 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         progress.blob_started(digest, size);
         let object = format!("blob {digest}");
-        let op = |action| Op {
-            action,
-            object: object.clone(),
-            preposition: if action == "checking" { "in" } else { "to" },
-            registry: dest.registry(),
-            repository: dest.repository(),
-        };
+        let op =
+            |action| Op { action, object: object.clone(), registry: dest.registry(), repository: dest.repository() };
         let policy = &self.options.retry;
         let digest_str = digest.to_string();
 
