@@ -252,6 +252,14 @@ async fn refused_mount_falls_back_to_upload() {
     let rec = Arc::new(Recorder::default());
     env.client().push(&env.store, &manifest, &reference(&reg.host(), "team/app:1"), rec.clone()).await.unwrap();
     assert_eq!(rec.outcomes(), vec![BlobOutcome::Uploaded; 2]);
+    // The upload sessions the refused mounts opened were cancelled: distribution removes a
+    // cancelled session's `startedat` and `data` (it keeps an empty hash state), so none of
+    // those may be left.
+    let uploads = reg.storage_dir().join("docker/registry/v2/repositories/team/app/_uploads");
+    let left: Vec<_> = std::fs::read_dir(&uploads)
+        .map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.join("startedat").exists()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "open upload sessions: {left:?}");
 }
 
 /// Issues one raw HTTP request to a plain registry; returns the whole response.
