@@ -201,3 +201,27 @@ fn pids_limit_stops_fork_bombs() {
     assert!(!out.stdout.contains("all-forked"), "40 processes forked under a limit of 10");
     assert!(out.stderr.contains("can't fork"), "stderr: {}", out.stderr);
 }
+
+#[test]
+fn runc_gets_the_same_sandbox() {
+    let runc = std::process::Command::new("runc").arg("--version").output();
+    assert!(runc.is_ok_and(|o| o.status.success()), "this test needs runc: install the Debian package runc");
+    let root = busybox_rootfs();
+    let state = tempfile::tempdir().unwrap();
+    let sb = sandbox(Runtime::Oci("runc".into()), state.path());
+    let mut exec =
+        sh(root.path(), "echo pid=$$; hostname; id; cat /sys/class/net/lo/flags; ls /sys/class/net; cat /etc/hostname");
+    exec.user = "app".into();
+    exec.network = Network::None;
+    let out = run(&sb, &exec).unwrap();
+    assert_eq!(out.outcome, Outcome::Exited(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, "pid=1\nkilnsandbox\nuid=1000(app) gid=1000(app) groups=1000(app)\n0x9\nlo\nkilnsandbox\n");
+    assert!(!root.path().join("etc/hostname").exists());
+
+    let mut oom = sh(root.path(), "dd if=/dev/zero of=/dev/null bs=256M count=1 && echo survived");
+    oom.limits.memory = Some(32 << 20);
+    assert_eq!(run(&sb, &oom).unwrap().outcome, Outcome::OomKilled { limit: 32 << 20 });
+    let left: Vec<_> =
+        std::fs::read_dir(state.path()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n != ".oci").collect();
+    assert!(left.is_empty(), "left in the state dir: {left:?}");
+}

@@ -3,6 +3,7 @@
 mod debug;
 mod images;
 mod login;
+mod run;
 mod transfer;
 
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ pub enum Command {
     Load(images::LoadArgs),
     /// Free the space of everything no name, cache entry or running command uses.
     Prune(images::PruneArgs),
+    /// Run a command in a new container of an image (like `docker run`).
+    Run(run::RunArgs),
     /// Log in to a registry (stores credentials like `docker login`).
     Login(login::LoginArgs),
     /// Log out from a registry (removes stored credentials).
@@ -92,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Save(args) => images::save(global, args),
         Command::Load(args) => images::load(global, args),
         Command::Prune(args) => images::prune(global, args),
+        Command::Run(args) => run::run(global, args),
         Command::Login(args) => login::login(global, args),
         Command::Logout(args) => login::logout(global, args),
         Command::Debug(cmd) => debug::run(cmd),

@@ -254,6 +254,9 @@ fn drive_helper(
     let mut cmd = Command::new(&sandbox.helper.program);
     cmd.args(&sandbox.helper.args)
         .env(HELPER_MARKER, "1")
+        // The runtime logs through `tracing`; if the host binary set up a subscriber before
+        // becoming the helper, keep the runtime's chatter (e.g. missing controllers) quiet.
+        .env("RUST_LOG", "off")
         .stdin(ProcStdio::from(OwnedFd::from(theirs)))
         .stdout(ProcStdio::null())
         .stderr(ProcStdio::inherit());
@@ -471,26 +474,29 @@ fn run_oci_binary(request: &Request, binary: &Path, fds: [OwnedFd; 3], control: 
     // The step's init is re-parented to us when `create` exits, so we can wait for it.
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory-safety preconditions.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    // The runtime's own messages go to a log: its stdio is the step's.
+    let log = request.bundle.join("runtime.log");
     let oci = |args: &[&std::ffi::OsStr]| {
         let mut c = Command::new(binary);
-        c.arg("--root").arg(&request.state_root).args(args);
+        c.arg("--root").arg(&request.state_root).arg("--log").arg(&log).arg("--log-format").arg("json").args(args);
         c
     };
     let pid_file = request.bundle.join("pid");
     let [stdin, stdout, stderr] = fds;
-    let created = oci(&[
+    let create_args = [
         "create".as_ref(),
         "--bundle".as_ref(),
         request.bundle.as_os_str(),
         "--pid-file".as_ref(),
         pid_file.as_os_str(),
         request.id.as_ref(),
-    ])
-    .stdin(stdin)
-    .stdout(stdout)
-    .stderr(ProcStdio::piped())
-    .output()
-    .map_err(|e| format!("running {}: {e}", binary.display()))?;
+    ];
+    let created = oci(&create_args)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .status()
+        .map_err(|e| format!("running {}: {e}", binary.display()))?;
     let delete = || {
         let _ = oci(&["delete".as_ref(), "--force".as_ref(), request.id.as_ref()])
             .stdout(ProcStdio::null())
@@ -498,10 +504,9 @@ fn run_oci_binary(request: &Request, binary: &Path, fds: [OwnedFd; 3], control: 
             .status();
         let _ = cgroup::remove(&request.cgroup_path);
     };
-    drop(stderr);
-    if !created.status.success() {
+    if !created.success() {
         delete();
-        return Err(format!("{} create: {}", binary.display(), String::from_utf8_lossy(&created.stderr).trim()));
+        return Err(format!("{} create: {}", binary.display(), runtime_errors(&log)));
     }
     let result = (|| {
         let pid: i32 = std::fs::read_to_string(&pid_file)
@@ -514,15 +519,28 @@ fn run_oci_binary(request: &Request, binary: &Path, fds: [OwnedFd; 3], control: 
         }
         let started = oci(&["start".as_ref(), request.id.as_ref()])
             .stdout(ProcStdio::null())
-            .output()
+            .stderr(ProcStdio::null())
+            .status()
             .map_err(|e| format!("running {} start: {e}", binary.display()))?;
-        if !started.status.success() {
-            return Err(format!("{} start: {}", binary.display(), String::from_utf8_lossy(&started.stderr).trim()));
+        if !started.success() {
+            return Err(format!("{} start: {}", binary.display(), runtime_errors(&log)));
         }
         wait_step(pid, control, request)
     })();
     delete();
     result
+}
+
+/// The error messages of an OCI runtime's JSON log (runc's `--log-format json`).
+fn runtime_errors(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "error" || v["level"] == "fatal")
+        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+        .collect();
+    if errors.is_empty() { "failed without an error message".to_owned() } else { errors.join("; ") }
 }
 
 /// Waits for the step's init `pid` to exit, or for kiln to go away (then kills it first).
