@@ -248,3 +248,42 @@ fn resources(exec: &Exec) -> Result<oci_spec::runtime::LinuxResources, SandboxEr
     }
     b.build().map_err(spec_err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::Limits;
+
+    #[test]
+    fn limits_network_and_files_reach_the_spec() {
+        let user = ExecUser { uid: 1000, gid: 1000, additional_gids: vec![10], home: "/home/app".into() };
+        let mut exec = Exec::new("/rootfs", vec!["true".into()]);
+        exec.network = Network::None;
+        exec.env = vec!["HOME=/custom".into()];
+        exec.limits = Limits { memory: Some(64 << 20), pids: Some(100), cpus: Some(1.5), cpu_shares: Some(512) };
+        let input = SpecInput {
+            user: &user,
+            files_dir: Path::new("/state/x"),
+            provided: &["etc/hosts"],
+            cgroup_path: "/kiln/x",
+        };
+        let spec = build(&exec, &input).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let resources = linux.resources().as_ref().unwrap();
+        let cpu = resources.cpu().as_ref().unwrap();
+        assert_eq!((cpu.quota(), cpu.period(), cpu.shares()), (Some(150_000), Some(100_000), Some(512)));
+        assert_eq!(resources.memory().as_ref().unwrap().limit(), Some(64 << 20));
+        assert_eq!(resources.pids().as_ref().unwrap().limit(), 100);
+        let ns: Vec<_> = linux.namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect();
+        assert!(ns.contains(&LinuxNamespaceType::Network) && ns.contains(&LinuxNamespaceType::Pid));
+        let process = spec.process().as_ref().unwrap();
+        let env = process.env().as_ref().unwrap();
+        assert_eq!(env[0], format!("PATH={DEFAULT_PATH}"));
+        assert!(env.contains(&"HOME=/custom".to_owned()) && !env.iter().any(|e| e == "HOME=/home/app"));
+        assert_eq!(process.user().additional_gids().as_deref(), Some(&[10][..]));
+        let hosts =
+            spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/etc/hosts")).unwrap();
+        assert_eq!(hosts.source().as_deref(), Some(Path::new("/state/x/hosts")));
+        assert!(process.capabilities().as_ref().unwrap().bounding().as_ref().unwrap().len() == DEFAULT_CAPS.len());
+    }
+}
