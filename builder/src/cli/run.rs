@@ -6,10 +6,13 @@
 //! is what always happens (the flag is accepted for `docker run` habits).
 
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use kiln_runner::sandbox::{CancelToken, Exec, HelperCommand, Limits, Network, Outcome, Runtime, Sandbox, Stdio};
+use kiln_runner::sandbox::{
+    CancelToken, Exec, HelperCommand, Limits, Network, Outcome, Runtime, Sandbox, SandboxError, Stdio,
+};
 use kiln_runner::snapshot::Snapshotter;
 
 use super::GlobalArgs;
@@ -88,6 +91,31 @@ fn merge_env(image_env: &[String], overrides: &[String]) -> Vec<String> {
     env
 }
 
+/// Cancelled by SIGINT/SIGTERM, so kiln outlives them long enough to remove the snapshot.
+static CANCEL: OnceLock<CancelToken> = OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // An atomic store: async-signal-safe.
+    if let Some(token) = CANCEL.get() {
+        token.cancel();
+    }
+}
+
+/// Ctrl-C and `kill` stop the command (the sandbox kills its processes) instead of kiln.
+fn cancel_on_signals() -> CancelToken {
+    let token = CANCEL.get_or_init(CancelToken::new).clone();
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: on_signal only does an atomic store; the sigaction is fully initialised.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    token
+}
+
 /// Runs `kiln run`.
 pub fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.sandbox_helper {
@@ -129,8 +157,12 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
         args: vec!["run".into(), "--sandbox-helper".into()],
     };
     let sandbox = Sandbox::new(Runtime::parse(&args.runtime), helper);
-    let outcome = sandbox.run(&exec, Stdio::Inherit, &CancelToken::new())?;
+    let result = sandbox.run(&exec, Stdio::Inherit, &cancel_on_signals());
     snapshot.cleanup().context("removing the snapshot")?;
+    let outcome = match result {
+        Err(SandboxError::Cancelled { .. }) => return Ok(ExitCode::from(130)),
+        other => other?,
+    };
     if let Outcome::OomKilled { limit } = outcome {
         eprintln!("kiln run: {}: killed by the OOM killer (memory limit {limit} bytes)", exec.command());
     }
