@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // kiln re-executes itself as the single-threaded helper that runs sandboxed steps.
+    kiln_runner::sandbox::helper_main_if_requested();
     let args = cli::Cli::parse();
     cli::init_logging(args.global.debug);
     match cli::run(args) {

@@ -48,12 +48,8 @@ pub struct RunArgs {
     /// OCI runtime: `embedded` (youki's libcontainer, built in) or a runtime binary such as `runc`.
     #[arg(long, default_value = "embedded")]
     pub runtime: String,
-    /// Internal: this process is the sandbox helper of another kiln.
-    #[arg(long, hide = true)]
-    pub sandbox_helper: bool,
     /// The image: a name, `sha256:` digest or image id prefix.
-    #[arg(required_unless_present = "sandbox_helper")]
-    pub image: Option<String>,
+    pub image: String,
     /// The command, replacing the image's CMD (the ENTRYPOINT is kept).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
@@ -118,11 +114,7 @@ fn cancel_on_signals() -> CancelToken {
 
 /// Runs `kiln run`.
 pub fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
-    if args.sandbox_helper {
-        kiln_runner::sandbox::helper_main_if_requested();
-        bail!("--sandbox-helper is internal to kiln");
-    }
-    let Some(image_name) = args.image.as_deref() else { bail!("an image is required") };
+    let image_name = args.image.as_str();
     let store = super::open_store(global)?;
     let (_, image) = resolve_image(&store, image_name)?;
     let config = image.config.config.clone().unwrap_or_default();
@@ -152,11 +144,7 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
     exec.network = if args.network == "none" { Network::None } else { Network::Host };
     exec.limits = Limits { memory: args.memory, pids: args.pids_limit, cpus: args.cpus, cpu_shares: None };
 
-    let helper = HelperCommand {
-        program: std::env::current_exe().context("finding the kiln executable")?,
-        args: vec!["run".into(), "--sandbox-helper".into()],
-    };
-    let sandbox = Sandbox::new(Runtime::parse(&args.runtime), helper);
+    let sandbox = Sandbox::new(Runtime::parse(&args.runtime), HelperCommand::current_exe()?);
     let result = sandbox.run(&exec, Stdio::Inherit, &cancel_on_signals());
     snapshot.cleanup().context("removing the snapshot")?;
     let outcome = match result {
