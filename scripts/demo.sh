@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kiln's main job, end to end on this machine: make a busybox base image, push it to a real
-# registry on a loopback port, drop it locally, pull it back and show it.
+# registry on a loopback port, drop it locally, pull it back, show it and run it.
 # Installs what it needs when missing. Needs root. Store: $KILN_ROOT (default /var/lib/kiln).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,3 +28,5 @@ step "$kiln" prune
 step "$kiln" pull "$remote"
 step "$kiln" images
 step "$kiln" inspect "$remote"
+step "$kiln" run --rm "$remote" sh -c 'echo "hello from $(hostname), pid $$"; id app'
+
