@@ -642,3 +642,180 @@ fn diff_id_covers_the_stream_to_its_end() {
     assert!(matches!(missing, ApplyError::Destination { .. }), "{missing}");
     assert!(missing.to_string().contains("nope"), "{missing}");
 }
+
+/// A PAX record `"%d %s=%s\n"`, written raw: the length counts the whole record, its own digits
+/// included, and the value is not escaped.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut record = format!("{len} {key}=").into_bytes();
+    record.extend_from_slice(value);
+    record.push(b'\n');
+    record
+}
+
+/// A tar written block by block: ustar headers with raw names and sizes, data padded to 512.
+struct HandTar(Vec<u8>);
+
+impl HandTar {
+    /// A header of type `kind` named `name` declaring `size` bytes, then `data` (which may be
+    /// shorter or longer than `size`: the test decides) padded to a block.
+    fn entry(&mut self, kind: EntryType, name: &[u8], size: u64, data: &[u8]) -> &mut Self {
+        let mut h = Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_mtime(MTIME);
+        h.set_size(size);
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        self.0.extend_from_slice(h.as_bytes());
+        self.data(data)
+    }
+
+    fn data(&mut self, data: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(data);
+        self.0.resize(self.0.len().next_multiple_of(512), 0);
+        self
+    }
+
+    /// A PAX extended header (`x`) holding exactly `records`.
+    fn pax(&mut self, records: &[u8]) -> &mut Self {
+        self.entry(EntryType::XHeader, b"PaxHeaders.0/next", records.len() as u64, records)
+    }
+
+    fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
+        self.entry(EntryType::Regular, name.as_bytes(), data.len() as u64, data)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        self.0.extend_from_slice(&[0; 1024]);
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// PAX records are read by their length, not split on newlines: binary xattr values (with
+/// newlines and NULs, ending in a newline) come back byte for byte, a record look-alike inside a
+/// value stays part of the value, and the records after such a value still apply, `size` (Go
+/// writes a header size of 0 for files over 8 GiB) and `uid` included. Records are in Go's
+/// order (sorted by key, `SCHILY.*` first).
+#[test]
+fn pax_values_with_newlines_are_read_by_their_length() {
+    require_root();
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    let binary = b"\n\0bin\n12 uid=1234\n\0\n";
+    // security.capability v2 with CAP_DAC_OVERRIDE and CAP_FOWNER (0x0a) permitted, effective.
+    let cap: Vec<u8> = [0x0200_0001u32, 0x0a, 0, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+    assert!(cap.contains(&b'\n'));
+    let records = [
+        pax_record("SCHILY.xattr.security.capability", &cap),
+        pax_record("SCHILY.xattr.user.bin", binary),
+        pax_record("mtime", b"1700000000.5"),
+        pax_record("path", b"dir/new\nline"),
+        pax_record("size", b"7"),
+        pax_record("uid", b"4321"),
+    ]
+    .concat();
+    let tar = HandTar(Vec::new())
+        .pax(&records)
+        .entry(EntryType::Regular, b"placeholder", 0, b"content")
+        .pax(&pax_record("SCHILY.xattr.user.tail", b"\n"))
+        .file("after", b"next entry")
+        .finish();
+    apply_to(&tar, d, WhiteoutMode::Overlay);
+
+    let f = d.join("dir/new\nline");
+    assert_eq!(fs::read(&f).unwrap(), b"content");
+    assert_eq!(xattr(&f, "user.bin").as_deref(), Some(&binary[..]));
+    assert_eq!(xattr(&f, "security.capability").as_deref(), Some(&cap[..]));
+    assert_eq!(meta(&f).uid(), 4321);
+    assert_eq!(mtime(&f), (1_700_000_000, 500_000_000));
+    assert_eq!(fs::read_dir(d.join("dir")).unwrap().count(), 1, "only the PAX path is created");
+    assert!(!d.join("placeholder").exists());
+    assert_eq!(xattr(&d.join("after"), "user.tail").as_deref(), Some(&b"\n"[..]));
+    assert_eq!(fs::read(d.join("after")).unwrap(), b"next entry");
+}
+
+/// A PAX record whose length prefix is wrong (too long, too short, not a number) is an error
+/// naming the entry it describes, and nothing of it is created.
+#[test]
+fn malformed_pax_records_fail_naming_the_entry() {
+    require_root();
+    let good = pax_record("mtime", b"1700000000");
+    for bad in [&b"30 mtime=1700000000\n"[..], b"9 mtime=1700000000\n", b"x mtime=1\n", b"6 novalue\n"] {
+        let dest = tempfile::tempdir().unwrap();
+        let tar = HandTar(Vec::new()).pax(&[&good[..], bad].concat()).file("victim", b"data").finish();
+        let err = apply(&tar[..], dest.path(), WhiteoutMode::Overlay).unwrap_err();
+        let shown = String::from_utf8_lossy(bad);
+        assert!(matches!(err, ApplyError::Rejected { .. }), "{shown:?}: {err}");
+        assert_eq!(err.entry(), Some("\"victim\""), "{shown:?}: {err}");
+        assert!(err.to_string().contains("malformed PAX record at byte 20"), "{shown:?}: {err}");
+        assert!(!dest.path().join("victim").exists());
+    }
+    // A well-formed record with a value that is not a number: the stream cannot be framed.
+    let dest = tempfile::tempdir().unwrap();
+    let tar = HandTar(Vec::new()).pax(&pax_record("size", b"12k")).file("victim", b"data").finish();
+    let err = apply(&tar[..], dest.path(), WhiteoutMode::Overlay).unwrap_err();
+    assert_eq!(err.entry(), Some("\"victim\""), "{err}");
+    assert!(err.to_string().contains("invalid PAX size \"12k\""), "{err}");
+}
+
+/// GNU sparse files (type `S`, the old GNU format with extension blocks of the sparse map) come
+/// back with their holes as zeros, from a hand-written entry and from GNU tar `--sparse`.
+#[test]
+fn gnu_sparse_files_apply_with_their_holes() {
+    require_root();
+    let dest = tempfile::tempdir().unwrap();
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::GNUSparse);
+    h.set_mode(0o644);
+    h.set_size(5);
+    h.as_old_mut().name[..6].copy_from_slice(b"sparse");
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.set_real_size(4096);
+    gnu.sparse[0].set_offset(512);
+    gnu.sparse[0].set_length(3);
+    gnu.sparse[1].set_offset(2048);
+    gnu.sparse[1].set_length(2);
+    h.set_cksum();
+    let mut hand = HandTar(h.as_bytes().to_vec());
+    let tar = hand.data(b"abcde").file("after", b"x").finish();
+    apply_to(&tar, dest.path(), WhiteoutMode::Overlay);
+    let mut expected = vec![0u8; 4096];
+    expected[512..515].copy_from_slice(b"abc");
+    expected[2048..2050].copy_from_slice(b"de");
+    assert_eq!(fs::read(dest.path().join("sparse")).unwrap(), expected);
+    assert_eq!(fs::read(dest.path().join("after")).unwrap(), b"x");
+
+    // Ten data segments: more than the header's four slots, so GNU tar writes extension blocks.
+    let src = tempfile::tempdir().unwrap();
+    let mut content = vec![0u8; 10 << 16];
+    for i in 0..10 {
+        content[(i << 16) + 4096..(i << 16) + 8192].fill(i as u8 + 1);
+    }
+    let file = fs::File::create(src.path().join("holes")).unwrap();
+    for i in 0..10 {
+        use std::os::unix::fs::FileExt;
+        let at = (i << 16) + 4096;
+        file.write_all_at(&content[at..at + 4096], at as u64).unwrap();
+    }
+    file.set_len(content.len() as u64).unwrap();
+    let archive = src.path().join("sparse.tar");
+    let out = Command::new("tar")
+        .args(["--format=gnu", "--sparse", "-C"])
+        .arg(src.path())
+        .arg("-cf")
+        .arg(&archive)
+        .arg("holes")
+        .output()
+        .expect("GNU tar is needed (Debian package `tar`)");
+    assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
+    let tar = fs::read(&archive).unwrap();
+    assert!(tar[156] == b'S' && tar[482] == 1, "GNU tar wrote a sparse entry with extension blocks");
+    let dest = tempfile::tempdir().unwrap();
+    apply_to(&tar, dest.path(), WhiteoutMode::Overlay);
+    assert!(fs::read(dest.path().join("holes")).unwrap() == content, "sparse content differs");
+}

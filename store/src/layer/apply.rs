@@ -1,6 +1,8 @@
 //! Applying a layer tar onto a directory: kiln's own streaming, confined layer applier.
 //!
-//! tar-rs only parses headers (ustar, GNU long names, PAX); every change on disk is made here
+//! tar-rs only parses header fields; extended headers (PAX records, GNU long names, sparse maps)
+//! are resolved by kiln's own reader (`layer/pax.rs`), which reads PAX records by their length (tar-rs
+//! splits them on newlines, corrupting binary xattr values). Every change on disk is made here
 //! with fd-relative syscalls, because tar-rs's own unpacker turns devices and whiteouts into
 //! plain files and resolves paths with the host's view of symlinks.
 //!
@@ -52,7 +54,9 @@
 //! # Refused
 //!
 //! Entry types other than file, directory, symlink, hardlink, char/block device and fifo (PAX
-//! global headers are skipped); GNU PAX sparse files; uids/gids beyond 32 bits; symlinks with
+//! global headers are skipped); GNU PAX sparse files (old GNU `S` sparse files are applied);
+//! malformed PAX records or numbers (the entry they describe is named); PAX headers and GNU long
+//! names over 1 MiB, or two of a kind for one entry; uids/gids beyond 32 bits; symlinks with
 //! an empty target; hardlinks to a directory or to nothing inside the destination; names longer
 //! than the kernel takes (`ENAMETOOLONG`); a parent that is a symlink loop or a symlink to a
 //! missing directory (kiln does not create the directories a dangling symlink points to).
@@ -71,6 +75,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags
 use rustix::io::Errno;
 use tar::EntryType;
 
+use super::pax::{self, TarReader};
 use super::{Compression, decompress};
 use crate::digest::{Digest, Hasher};
 
@@ -221,11 +226,10 @@ pub fn apply<R: Read>(tar: R, dest: &Path, options: impl Into<ApplyOptions>) -> 
         stats: Counts::default(),
     };
     let hashing = HashingReader { inner: tar, hasher: Hasher::new() };
-    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 16, hashing));
+    let mut archive = TarReader::new(BufReader::with_capacity(1 << 16, hashing));
     let mut last: Option<String> = None;
-    for entry in archive.entries().map_err(|source| ApplyError::Read { entry: None, source })? {
-        let mut entry = entry.map_err(|source| ApplyError::Read { entry: last.clone(), source })?;
-        last = Some(applier.entry(&mut entry)?);
+    while let Some(entry) = archive.next_entry().map_err(|source| ApplyError::Read { entry: last.clone(), source })? {
+        last = Some(applier.entry(&entry, &mut archive)?);
     }
     applier.set_dir_times()?;
     let mut rest = archive.into_inner();
@@ -289,16 +293,19 @@ struct Applier {
 
 impl Applier {
     /// Applies one entry and returns its quoted name.
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<String, ApplyError> {
-        let raw = entry.path_bytes().into_owned();
-        let name = display_name(&raw);
-        let mut kind = entry.header().entry_type();
+    fn entry(&mut self, entry: &pax::Entry, content: &mut impl Read) -> Result<String, ApplyError> {
+        let raw = &entry.path;
+        let name = display_name(raw);
+        let reject = |reason: String| ApplyError::Rejected { entry: name.clone(), reason };
+        if let Some(invalid) = &entry.invalid {
+            return Err(reject(invalid.clone()));
+        }
+        let mut kind = entry.header.entry_type();
         if kind.is_pax_global_extensions() {
             self.stats.skipped_entries += 1;
             return Ok(name);
         }
-        let reject = |reason: String| ApplyError::Rejected { entry: name.clone(), reason };
-        let path = CleanPath::new(&raw).map_err(|r| reject(r.to_owned()))?;
+        let path = CleanPath::new(raw).map_err(|r| reject(r.to_owned()))?;
         let meta = Meta::read(entry).map_err(reject)?;
         let (parent, base) = path.split();
 
@@ -341,9 +348,9 @@ impl Applier {
                 })
                 .map_err(fail(&name, "create file"))?;
                 let mut file = File::from(fd);
-                let expected = entry.size();
-                let copied = self.copy_content(entry, &mut file, &name)?;
-                if copied < expected && !kind.is_gnu_sparse() {
+                let expected = entry.size;
+                let copied = self.copy_content(content, &mut file, &name)?;
+                if copied < expected {
                     return Err(reject(format!(
                         "truncated: {expected} bytes declared, the archive ends after {copied}"
                     )));
@@ -362,7 +369,7 @@ impl Applier {
                 }
             }
             EntryType::Symlink => {
-                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                let target = &entry.link;
                 if target.is_empty() || target.contains(&0) {
                     return Err(reject("symlink target is empty or contains a NUL byte".to_owned()));
                 }
@@ -371,14 +378,13 @@ impl Applier {
                 self.set_meta_at(dir, base, &meta, true, &name)?;
             }
             EntryType::Link => {
-                let raw_target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                let target =
-                    CleanPath::new(&raw_target).map_err(|r| reject(format!("invalid hardlink target: {r}")))?;
+                let raw_target = &entry.link;
+                let target = CleanPath::new(raw_target).map_err(|r| reject(format!("invalid hardlink target: {r}")))?;
                 if target.is_root() {
                     return Err(reject("hardlink to the destination directory itself".to_owned()));
                 }
                 let (target_parent, target_base) = target.split();
-                let op = || format!("link to {}", display_name(&raw_target));
+                let op = || format!("link to {}", display_name(raw_target));
                 let target_dir = open_in_root(root, target_parent).map_err(|e| fail(&name, &op())(e))?;
                 // No AT_SYMLINK_FOLLOW: a hardlink to a symlink links the symlink, as tar does.
                 replacing(dir, base, || rfs::linkat(&target_dir, target_base, dir, base, AtFlags::empty()))
@@ -386,7 +392,7 @@ impl Applier {
                 self.record_at(dir, base, &name)?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let header = entry.header();
+                let header = &entry.header;
                 let fields = header.as_ustar().map(|u| (u.dev_major, u.dev_minor));
                 let fields = fields.or_else(|| header.as_gnu().map(|g| (g.dev_major, g.dev_minor)));
                 let (raw_major, raw_minor) = fields.unwrap_or_default();
@@ -414,15 +420,10 @@ impl Applier {
     }
 
     /// Copies an entry's content into `file`, returning how many bytes the archive had.
-    fn copy_content<R: Read>(
-        &mut self,
-        entry: &mut tar::Entry<'_, R>,
-        file: &mut File,
-        name: &str,
-    ) -> Result<u64, ApplyError> {
+    fn copy_content(&mut self, content: &mut impl Read, file: &mut File, name: &str) -> Result<u64, ApplyError> {
         let mut copied = 0;
         loop {
-            let n = match entry.read(&mut self.buf) {
+            let n = match content.read(&mut self.buf) {
                 Ok(0) => return Ok(copied),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -615,7 +616,7 @@ impl Applier {
     }
 }
 
-/// An entry's metadata, from its header and PAX records.
+/// An entry's metadata, from its header and PAX records (which override the header's).
 struct Meta {
     uid: Uid,
     gid: Gid,
@@ -627,13 +628,15 @@ struct Meta {
 }
 
 impl Meta {
-    fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, String> {
-        let header = entry.header();
+    fn read(entry: &pax::Entry) -> Result<Meta, String> {
+        let header = &entry.header;
         let raw = header.as_old();
         let invalid = |field: &'static str| move |e: io::Error| format!("invalid {field} in header: {e}");
-        // tar-rs already applied PAX uid/gid records to the header.
         let id = |field: &'static str, raw: &[u8], v: io::Result<u64>| {
-            let v = blank_is_zero(raw, v).map_err(invalid(field))?;
+            let v = match pax::number(&entry.records, field)? {
+                Some(v) => v,
+                None => blank_is_zero(raw, v).map_err(invalid(field))?,
+            };
             u32::try_from(v).map_err(|_| format!("{field} {v} is out of range"))
         };
         let uid = Uid::from_raw(id("uid", &raw.uid, header.uid())?);
@@ -643,25 +646,21 @@ impl Meta {
         let mut mtime = Timespec { tv_sec: i64::try_from(secs).unwrap_or(-1), tv_nsec: 0 };
         let mut atime = None;
         let mut xattrs = Vec::new();
-        if let Some(records) = entry.pax_extensions().map_err(|e| format!("invalid PAX header: {e}"))? {
-            for record in records {
-                let record = record.map_err(|e| format!("invalid PAX record: {e}"))?;
-                let (key, value) = (record.key_bytes(), record.value_bytes());
-                let time = || {
-                    parse_pax_time(value)
-                        .ok_or_else(|| format!("invalid PAX time {:?}", String::from_utf8_lossy(value)))
-                };
-                if key == b"mtime" {
-                    mtime = time()?;
-                } else if key == b"atime" {
-                    atime = Some(time()?);
-                } else if key.starts_with(PAX_SPARSE_PREFIX) {
-                    // Its content is a sparse map, not the file: writing it would corrupt the file.
-                    return Err("PAX (GNU.sparse.*) sparse files are not supported".to_owned());
-                } else if let Some(xattr) = key.strip_prefix(PAX_XATTR_PREFIX) {
-                    let xattr = CString::new(xattr).map_err(|_| "xattr name contains a NUL byte".to_owned())?;
-                    xattrs.push((xattr, value.to_vec()));
-                }
+        // path, linkpath and size were applied by the reader; uname and gname are ignored.
+        for pax::Record { key, value } in &entry.records {
+            let time = || {
+                parse_pax_time(value).ok_or_else(|| format!("invalid PAX time {:?}", String::from_utf8_lossy(value)))
+            };
+            if key == b"mtime" {
+                mtime = time()?;
+            } else if key == b"atime" {
+                atime = Some(time()?);
+            } else if key.starts_with(PAX_SPARSE_PREFIX) {
+                // Its content is a sparse map, not the file: writing it would corrupt the file.
+                return Err("PAX (GNU.sparse.*) sparse files are not supported".to_owned());
+            } else if let Some(xattr) = key.strip_prefix(PAX_XATTR_PREFIX) {
+                let xattr = CString::new(xattr).map_err(|_| "xattr name contains a NUL byte".to_owned())?;
+                xattrs.push((xattr, value.clone()));
             }
         }
         // containerd sets atime to the later of the two, and times it cannot represent (before

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod encode;
+mod pax;
 
 use std::fmt;
 use std::io::{self, BufRead, Chain, Cursor, Read};
