@@ -9,7 +9,7 @@ size_mib=${1:-1024}
 bash scripts/deps.sh
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
 cargo build --release --locked -p kiln-builder
-kiln=$PWD/target/release/kiln
+kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 
 work=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
 registry_pid=

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cargo build --release --locked -p kiln-builder
-kiln=$PWD/target/release/kiln
+kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 work=$(mktemp -d)
 registry_pid=
 cleanup() {
