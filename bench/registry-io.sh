@@ -43,9 +43,9 @@ measure() {
 }
 
 measure kiln_push "$kiln" push bench:big "127.0.0.1:$port/bench/kiln:1"
-measure skopeo_push skopeo copy --quiet --dest-tls-verify=false "oci:$work/layout:bench:big" \
+measure skopeo_push skopeo copy --quiet --dest-tls-verify=false "oci:$work/layout:big" \
   "docker://127.0.0.1:$port/bench/skopeo:1"
-"$kiln" rmi bench:big "127.0.0.1:$port/bench/kiln:1" >/dev/null
+"$kiln" rmi bench:big >/dev/null
 "$kiln" prune >/dev/null
 measure kiln_pull "$kiln" pull "127.0.0.1:$port/bench/skopeo:1"
 measure skopeo_pull skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$port/bench/kiln:1" \
