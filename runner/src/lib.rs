@@ -5,6 +5,6 @@
 //! into an OCI layer. It depends on `kiln-store` only.
 
 pub mod diff;
-pub mod snapshot;
 pub mod sandbox;
+pub mod snapshot;
 pub mod user;
