@@ -167,10 +167,10 @@ impl fmt::Display for Platform {
 /// A parsed manifest-or-index document, as fetched by reference.
 #[derive(Debug, Clone)]
 pub enum ManifestDocument {
-    /// A single-platform image manifest.
-    Manifest(ImageManifest),
-    /// An index / manifest list to select a platform from.
-    Index(ImageIndex),
+    /// A single-platform image manifest (boxed, like the index: both are large).
+    Manifest(Box<ImageManifest>),
+    /// An index / manifest list to select a platform from (boxed).
+    Index(Box<ImageIndex>),
 }
 
 impl ManifestDocument {
@@ -206,7 +206,7 @@ impl ManifestDocument {
             })?;
             Ok(ManifestDocument::Index(index))
         } else if media_type::is_manifest(media_type) || media_type.is_empty() {
-            Ok(ManifestDocument::Manifest(parse_manifest(raw, digest)?))
+            Ok(ManifestDocument::Manifest(Box::new(parse_manifest(raw, digest)?)))
         } else {
             Err(ImageError::UnsupportedMediaType { media_type: media_type.to_owned(), digest: digest.clone() })
         }

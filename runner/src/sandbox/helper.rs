@@ -219,6 +219,11 @@ impl LineSplitter {
     }
 }
 
+/// The step's stdin/stdout/stderr descriptors, the pipes kiln reads its output from, and where
+/// that output goes.
+type StdioPlan<'a> =
+    ([OwnedFd; 3], Vec<(std::fs::File, LineSplitter)>, Option<&'a mut (dyn FnMut(OutputEvent) + Send)>);
+
 /// Starts the helper, sends `request`, pumps output until the step is over; the helper's reply
 /// (`None` if it died without one).
 fn drive_helper(
@@ -233,11 +238,7 @@ fn drive_helper(
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         borrowed.try_clone_to_owned().map_err(io(format!("duplicating {what}")))
     };
-    let (child_fds, mut readers, mut sink): (
-        [OwnedFd; 3],
-        Vec<(std::fs::File, LineSplitter)>,
-        Option<&mut (dyn FnMut(OutputEvent) + Send)>,
-    ) = match stdio {
+    let (child_fds, mut readers, mut sink): StdioPlan<'_> = match stdio {
         Stdio::Inherit => ([dup(0, "stdin")?, dup(1, "stdout")?, dup(2, "stderr")?], Vec::new(), None),
         Stdio::Capture(callback) => {
             let null = std::fs::File::open("/dev/null").map_err(io("opening /dev/null"))?;

@@ -108,7 +108,7 @@ fn load_layout(blobs: &BlobStore, index_raw: &[u8], platform: &Platform) -> Resu
         let mut digest = descriptor_digest(desc, &index_digest)?;
         let raw = blobs.read(&digest)?;
         if let ManifestDocument::Index(nested) =
-            ManifestDocument::parse(&raw, &digest, Some(&desc.media_type().to_string()))?
+            ManifestDocument::parse(&raw, &digest, Some(desc.media_type().as_ref()))?
         {
             digest = descriptor_digest(image::select_platform(&nested, &digest, platform)?, &digest)?;
         }
