@@ -221,12 +221,19 @@ impl Meta {
         self.records(TAGS, "tags")
     }
 
-    /// Records that `blob` exists in `repository` (`registry/repository`, e.g.
-    /// `registry.example.com/team/app`).
-    pub fn add_blob_source(&self, blob: &Digest, repository: &str) -> Result<(), MetaError> {
-        let key = blob.to_string();
+    /// Records that `blobs` exist in `repository` (`registry/repository`, e.g.
+    /// `registry.example.com/team/app`), in one transaction: a push or pull records all its
+    /// blobs with one fsync.
+    pub fn add_blob_sources<'a>(
+        &self,
+        blobs: impl IntoIterator<Item = &'a Digest>,
+        repository: &str,
+    ) -> Result<(), MetaError> {
         self.write(|tx| {
-            tx.open_multimap_table(BLOB_SOURCES)?.insert(key.as_str(), repository)?;
+            let mut table = tx.open_multimap_table(BLOB_SOURCES)?;
+            for blob in blobs {
+                table.insert(blob.to_string().as_str(), repository)?;
+            }
             Ok(())
         })
     }
@@ -447,9 +454,8 @@ mod tests {
         assert_eq!(meta.remove_tag("docker.io/library/alpine:3").unwrap(), None);
 
         let blob = Digest::of(b"layer");
-        meta.add_blob_source(&blob, "localhost:5000/b").unwrap();
-        meta.add_blob_source(&blob, "localhost:5000/a").unwrap();
-        meta.add_blob_source(&blob, "localhost:5000/a").unwrap();
+        meta.add_blob_sources([&blob], "localhost:5000/b").unwrap();
+        meta.add_blob_sources([&blob, &blob], "localhost:5000/a").unwrap();
         assert_eq!(meta.blob_sources(&blob).unwrap(), vec!["localhost:5000/a", "localhost:5000/b"]);
         meta.remove_blob_sources(std::slice::from_ref(&blob)).unwrap();
         assert!(meta.blob_sources(&blob).unwrap().is_empty());

@@ -22,9 +22,10 @@
 //! process has stored a blob it has not tagged yet, or has a snapshot mounted. Leases
 //! ([`Meta::lease`]) record what a live process holds without a name; while every command holds
 //! the shared lock for its whole run they are a second line of defence, and they are what lets
-//! a later long-running command release the lock between phases without exposing its content. The metadata DB is shared by all processes through short
-//! per-operation transactions ([`meta`](crate::meta)); blobs and snapshots are published with
-//! atomic renames, so concurrent writers of the same content both succeed.
+//! a later long-running command release the lock between phases without exposing its content.
+//! The metadata DB is shared by all processes through short per-operation transactions
+//! ([`meta`](crate::meta)); blobs and snapshots are published with atomic renames, so
+//! concurrent writers of the same content both succeed.
 
 use std::fs;
 use std::io;

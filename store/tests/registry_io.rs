@@ -246,9 +246,7 @@ async fn refused_mount_falls_back_to_upload() {
     let manifest = env.image(5, &[200_000]);
     let img = image::Image::load(env.store.blobs(), &manifest).unwrap();
     // The store believes the blobs exist in a repository where they do not.
-    for d in img.blobs() {
-        env.store.meta().add_blob_source(d, &format!("{}/nowhere/repo", reg.host())).unwrap();
-    }
+    env.store.meta().add_blob_sources(img.blobs(), &format!("{}/nowhere/repo", reg.host())).unwrap();
     let rec = Arc::new(Recorder::default());
     env.client().push(&env.store, &manifest, &reference(&reg.host(), "team/app:1"), rec.clone()).await.unwrap();
     assert_eq!(rec.outcomes(), vec![BlobOutcome::Uploaded; 2]);

@@ -180,7 +180,7 @@ fn prune_removes_exactly_what_no_tag_or_live_lease_reaches() {
     let orphan = store.blobs().put(b"leased by a dead process").unwrap();
     let stale_id = lease_and_die(root.path(), &orphan);
     let junk = store.blobs().put(b"junk").unwrap();
-    store.meta().add_blob_source(&junk, "example.com/junk").unwrap();
+    store.meta().add_blob_sources([&junk], "example.com/junk").unwrap();
 
     for image in [&kept, &dropped, &child] {
         store.snapshots().ensure(store.blobs(), &image.layers).unwrap();

@@ -164,7 +164,7 @@ fn two_processes_write_tag_and_unpack_on_one_root() {
             let image = put_image(&store, &[shared.clone(), own.clone()], &format!("{role} {i}"));
             let reference = format!("example.com/{role}:{i}");
             store.set_tag(&reference, &image.manifest, OCI_MANIFEST).unwrap();
-            store.meta().add_blob_source(&own.digest, &format!("example.com/{role}")).unwrap();
+            store.meta().add_blob_sources([&own.digest], &format!("example.com/{role}")).unwrap();
             let tags = store.meta().tags().unwrap();
             assert!(tags.iter().any(|(r, t)| r == &reference && t.digest == image.manifest));
             let paths = store.snapshots().ensure(store.blobs(), &image.layers).unwrap();

@@ -11,7 +11,6 @@ use crate::Store;
 use crate::blobs::{BlobError, BlobStore};
 use crate::digest::Digest;
 use crate::image::{self, ImageError, ManifestDocument, Platform, media_type};
-use crate::meta::LeaseResource;
 
 use super::RegistryClient;
 use super::error::{Op, RegistryError, RemoteCause, with_retry};
@@ -74,15 +73,12 @@ impl RegistryClient {
             manifest.media_type().as_ref().map_or_else(|| media_type::OCI_MANIFEST.to_owned(), |m| m.to_string());
         let blobs = super::image_blobs(&manifest, &digest).map_err(image_err)?;
 
-        let meta_err = |source| RegistryError::Meta { reference: name.clone(), source };
-        let meta = store.meta();
-        // Until the caller tags the manifest, only this lease keeps GC off what lands here.
-        let lease = meta.lease(Vec::new()).map_err(meta_err)?;
+        // GC cannot run until the caller has tagged what lands here: the caller's `Store` holds
+        // the store lock shared, and prune needs it exclusive (see the store's contract).
         stream::iter(&blobs)
             .map(|(blob, size)| self.pull_blob(&ep, store.blobs(), reference, blob, *size, progress.clone()))
             .buffer_unordered(self.options.concurrency.max(1))
-            .map(|done| done.and_then(|blob| lease.add(LeaseResource::Blob(blob)).map_err(meta_err)))
-            .try_collect::<Vec<()>>()
+            .try_collect::<Vec<Digest>>()
             .await?;
 
         let size = raw.len() as u64;
@@ -92,12 +88,11 @@ impl RegistryClient {
             source: BlobError::Io { path: store.blobs().tmp_dir().to_owned(), source },
         })?;
         w.commit(Some(&digest)).map_err(|source| RegistryError::Blob { reference: name.clone(), source })?;
-        lease.add(LeaseResource::Blob(digest.clone())).map_err(meta_err)?;
 
-        let key = reference.repository_key();
-        for (blob, _) in blobs.iter().chain(std::iter::once(&(digest.clone(), size))) {
-            meta.add_blob_source(blob, &key).map_err(meta_err)?;
-        }
+        store
+            .meta()
+            .add_blob_sources(blobs.iter().map(|(d, _)| d).chain([&digest]), &reference.repository_key())
+            .map_err(|source| RegistryError::Meta { reference: name.clone(), source })?;
         Ok(PulledImage { digest, media_type: manifest_media_type, size, index })
     }
 

@@ -91,10 +91,8 @@ impl RegistryClient {
         .map_err(|f| op.error(f))?;
 
         let key = dest.repository_key();
-        for (digest, _) in blobs.iter().chain(std::iter::once(&(manifest.clone(), 0))) {
-            meta.add_blob_source(digest, &key)
-                .map_err(|source| RegistryError::Meta { reference: reference.clone(), source })?;
-        }
+        meta.add_blob_sources(blobs.iter().map(|(d, _)| d).chain([manifest]), &key)
+            .map_err(|source| RegistryError::Meta { reference: reference.clone(), source })?;
         Ok(manifest.clone())
     }
 
