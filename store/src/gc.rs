@@ -8,7 +8,8 @@
 //!   to an index keeps the index and, recursively, the child manifests that are present;
 //! - every live lease: the blobs and snapshots it names. A lease whose owner process is gone
 //!   (dead, or its pid reused) is stale: it is removed and protects nothing.
-//! - (the build issue adds a third root set here: what the cache index's entries name.)
+//! - every build cache entry: the layer blob it names and the snapshot of its chain id, so a
+//!   cached step stays a hit (`kiln prune --build-cache` clears the entries first).
 //!
 //! A tag whose content cannot be read or parsed stops the prune before anything is deleted:
 //! deleting "unreachable" content while a root cannot be followed could delete what it reaches.
@@ -104,6 +105,11 @@ pub fn prune(store: &Store) -> Result<PruneReport, GcError> {
                 LeaseResource::Snapshot(c) => marks.snapshots.insert(c),
             };
         }
+    }
+
+    for (_, record) in store.meta().cache_entries()? {
+        marks.blobs.extend(record.layer.map(|l| l.digest));
+        marks.snapshots.extend(record.chain_id);
     }
 
     store.meta().remove_leases(&report.leases)?;

@@ -30,22 +30,17 @@
 //!   so a push can cross-repo mount it;
 //! - `leases`: lease id → [`Lease`] (JSON): content a process protects from GC before a name
 //!   reaches it;
+//! - `cache`: build cache key → [`CacheRecord`] (JSON): the layer a build step produced, a GC
+//!   root like a tag (the table is created on first use, so older DBs need no migration);
 //! - `info`: `schema_version`.
 //!
 //! Records are JSON so that fields can be added without migrating the table.
-//!
-//! # Adding the build cache index
-//!
-//! The build issue adds a `cache` table (cache key → JSON record naming the result: layer blob
-//! digest, diff id, chain id) the same way: a `TableDefinition` created in [`Meta::open`]'s
-//! setup transaction, typed methods each written as one `Meta::read`/`Meta::write` call,
-//! and a root set in [`gc`](crate::gc)'s mark phase so GC keeps what cache entries reach.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{
+use redb::{ReadableTableMetadata,
     MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
@@ -57,6 +52,7 @@ const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 const BLOB_SOURCES: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("blob_sources");
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 const INFO: TableDefinition<&str, u64> = TableDefinition::new("info");
+const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
 
 /// The schema this build writes. A DB of a newer schema is refused rather than misread.
 const SCHEMA_VERSION: u64 = 1;
@@ -93,6 +89,33 @@ pub struct TagRecord {
     pub size: u64,
     /// When the tag was set, in seconds since the Unix epoch.
     pub tagged: u64,
+}
+
+/// What a build step produced, under its cache key: the layer it added (none when it changed
+/// nothing) and the chain id of the whole resulting filesystem, whose snapshot GC keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheRecord {
+    /// The layer the step added, if it changed anything.
+    pub layer: Option<CachedLayer>,
+    /// The chain id of the step's resulting filesystem (`None` for an empty one).
+    pub chain_id: Option<Digest>,
+    /// When the step ran, in seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// A layer as a cache record names it (the fields of an image's layer descriptor).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedLayer {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The blob's size.
+    pub size: u64,
+    /// The blob's media type.
+    pub media_type: String,
+    /// The uncompressed tar's digest.
+    pub diff_id: Digest,
 }
 
 /// Something a lease keeps from GC.
@@ -180,6 +203,7 @@ impl Meta {
             tx.open_table(TAGS)?;
             tx.open_multimap_table(BLOB_SOURCES)?;
             tx.open_table(LEASES)?;
+            tx.open_table(CACHE)?;
             let mut info = tx.open_table(INFO)?;
             let found = info.get("schema_version")?.map(|v| v.value());
             if found.is_none() {
@@ -277,6 +301,45 @@ impl Meta {
     /// Every lease, live or stale, sorted by id.
     pub fn leases(&self) -> Result<Vec<Lease>, MetaError> {
         Ok(self.records(LEASES, "leases")?.into_iter().map(|(_, lease)| lease).collect())
+    }
+
+    /// The cached result of the build step whose cache key is `key`.
+    pub fn cache_get(&self, key: &str) -> Result<Option<CacheRecord>, MetaError> {
+        let raw = self.read(|tx| match tx.open_table(CACHE) {
+            Ok(table) => Ok(table.get(key)?.map(|v| v.value().to_vec())),
+            // A DB made before the build cache existed: nothing is cached yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        })?;
+        raw.map(|raw| self.parse("cache", key, &raw)).transpose()
+    }
+
+    /// Records the result of a build step. Its blobs must be stored first: a cache entry is a
+    /// name, and names only point at durable content.
+    pub fn cache_put(&self, key: &str, record: &CacheRecord) -> Result<(), MetaError> {
+        let json = to_json(record);
+        self.write(|tx| {
+            tx.open_table(CACHE)?.insert(key, json.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Every build cache entry, sorted by key (GC's roots).
+    pub fn cache_entries(&self) -> Result<Vec<(String, CacheRecord)>, MetaError> {
+        match self.records(CACHE, "cache") {
+            Err(MetaError::Db { source, .. }) if matches!(*source, redb::Error::TableDoesNotExist(_)) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    /// Removes every build cache entry; returns how many there were.
+    pub fn cache_clear(&self) -> Result<usize, MetaError> {
+        self.write(|tx| {
+            let mut table = tx.open_table(CACHE)?;
+            let count = table.len()? as usize;
+            table.retain(|_, _| false)?;
+            Ok(count)
+        })
     }
 
     /// Every record of a JSON table, sorted by key.

@@ -346,15 +346,24 @@ pub fn save(global: &GlobalArgs, args: SaveArgs) -> anyhow::Result<ExitCode> {
 
 /// `kiln prune`.
 #[derive(Debug, Args)]
-pub struct PruneArgs {}
+pub struct PruneArgs {
+    /// Also drop the build cache (like `docker builder prune -a`): the next build runs every step.
+    #[arg(long)]
+    pub build_cache: bool,
+}
 
-/// `kiln prune`: waits for running kiln commands, then frees what no name or lease reaches.
-pub fn prune(global: &GlobalArgs, _args: PruneArgs) -> anyhow::Result<ExitCode> {
+/// `kiln prune`: waits for running kiln commands, then frees what no name, lease or (unless
+/// `--build-cache`) build cache entry reaches.
+pub fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open_with(&global.root, LockMode::Exclusive, |holders| {
         let who: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
         eprintln!("waiting for {} to finish", who.join(", "));
     })
     .with_context(|| format!("opening the store {}", global.root.display()))?;
+    if args.build_cache {
+        let dropped = store.meta().cache_clear().context("clearing the build cache")?;
+        println!("Dropped {dropped} build cache entries");
+    }
     let report = kiln_store::gc::prune(&store).context("pruning the store")?;
     for d in &report.blobs {
         println!("deleted: {d}");

@@ -82,6 +82,19 @@ pub struct Exec {
     pub hostname: String,
     /// Resource limits.
     pub limits: Limits,
+    /// Read-only bind mounts of host directories, in order. The runtime creates a missing
+    /// mount point in the rootfs, where it would stay in the step's diff, so destinations
+    /// should exist or lie under `/dev` (a tmpfs of the step's own).
+    pub binds: Vec<Bind>,
+}
+
+/// A host directory bind-mounted read-only into a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// The host directory.
+    pub source: PathBuf,
+    /// The absolute mount point inside the container.
+    pub dest: String,
 }
 
 impl Exec {
@@ -96,6 +109,7 @@ impl Exec {
             network: Network::Host,
             hostname: DEFAULT_HOSTNAME.to_owned(),
             limits: Limits::default(),
+            binds: Vec::new(),
         }
     }
 

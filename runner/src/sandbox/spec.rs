@@ -111,6 +111,14 @@ fn environment(exec: &Exec, user: &ExecUser) -> Vec<String> {
     env
 }
 
+/// `path` as the UTF-8 text an OCI spec needs; `what` names it in the error.
+fn utf8<'a>(path: &'a std::path::Path, what: &str) -> Result<&'a str, SandboxError> {
+    path.to_str().ok_or_else(|| SandboxError::Io {
+        what: format!("{what} {} is not UTF-8", path.display()),
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })
+}
+
 /// The spec of `exec`.
 pub(super) fn build(exec: &Exec, input: &SpecInput<'_>) -> Result<Spec, SandboxError> {
     let caps: HashSet<Capability> = DEFAULT_CAPS.iter().map(|(c, _)| *c).collect();
@@ -156,11 +164,12 @@ pub(super) fn build(exec: &Exec, input: &SpecInput<'_>) -> Result<Spec, SandboxE
     for path in input.provided {
         let name = path.rsplit('/').next().unwrap_or(path);
         let source = input.files_dir.join(name);
-        let source = source.to_str().ok_or_else(|| SandboxError::Io {
-            what: format!("the state directory {} is not UTF-8", input.files_dir.display()),
-            source: std::io::ErrorKind::InvalidInput.into(),
-        })?;
+        let source = utf8(&source, "the state directory")?;
         mounts.push(mount(&format!("/{path}"), "bind", source, &["rbind", "ro", "nosuid", "nodev", "noexec"])?);
+    }
+    for bind in &exec.binds {
+        let source = utf8(&bind.source, "the bind mount source")?;
+        mounts.push(mount(&bind.dest, "bind", source, &["rbind", "ro", "nosuid", "nodev"])?);
     }
 
     let mut namespaces =
@@ -183,10 +192,7 @@ pub(super) fn build(exec: &Exec, input: &SpecInput<'_>) -> Result<Spec, SandboxE
         .build()
         .map_err(spec_err)?;
 
-    let rootfs = exec.rootfs.to_str().ok_or_else(|| SandboxError::Io {
-        what: format!("the rootfs path {} is not UTF-8", exec.rootfs.display()),
-        source: std::io::ErrorKind::InvalidInput.into(),
-    })?;
+    let rootfs = utf8(&exec.rootfs, "the rootfs path")?;
     SpecBuilder::default()
         .version("1.0.2")
         .root(RootBuilder::default().path(rootfs).readonly(false).build().map_err(spec_err)?)
