@@ -15,7 +15,7 @@
 use std::fmt;
 
 /// A 1-based line and column (counted in characters) in the Dockerfile text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Pos {
     /// 1-based physical line number.
     pub line: usize,

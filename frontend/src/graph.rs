@@ -330,13 +330,16 @@ impl Op {
     }
 }
 
-/// A vertex: the op and how progress output names it (not part of the digest).
+/// A vertex: the op, and how progress output and errors name it (not part of the digest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vertex {
     /// What to do.
     pub op: Op,
     /// e.g. `[build 2/4] RUN make`.
     pub description: String,
+    /// Where in the Dockerfile the instruction that made it is (the first, when equal
+    /// instructions share the vertex); `None` for vertices no instruction names.
+    pub pos: Option<crate::Pos>,
 }
 
 /// One build stage as the target sees it: its final filesystem and image config.
@@ -368,8 +371,13 @@ pub struct BuildGraph {
 impl BuildGraph {
     /// Adds `op` (once: an equal op is the same vertex) and returns its digest.
     pub fn add(&mut self, op: Op, description: impl Into<String>) -> Digest {
+        self.add_at(op, description, None)
+    }
+
+    /// [`add`](Self::add) for an op made by the instruction at `pos`.
+    pub fn add_at(&mut self, op: Op, description: impl Into<String>, pos: Option<crate::Pos>) -> Digest {
         let digest = op.digest();
-        self.vertices.entry(digest.clone()).or_insert_with(|| Vertex { op, description: description.into() });
+        self.vertices.entry(digest.clone()).or_insert_with(|| Vertex { op, description: description.into(), pos });
         digest
     }
 

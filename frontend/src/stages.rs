@@ -397,7 +397,8 @@ impl<'a> Lowerer<'a> {
                 Some(steps) => steps.name(&text, false),
                 None => text,
             };
-            self.graph.add(Op::Source(Source::Image { reference, platform: platform.clone() }), desc)
+            let op = Op::Source(Source::Image { reference, platform: platform.clone() });
+            self.graph.add_at(op, desc, Some(pos))
         } else {
             self.graph.add(Op::Source(Source::Scratch), "scratch")
         };
@@ -505,7 +506,8 @@ impl<'a> Lowerer<'a> {
                         make_parents: true,
                         user: st.image.user.clone(),
                     };
-                    st.root = self.graph.add(Op::File(FileOp { root: st.root.clone(), actions: vec![action] }), desc);
+                    let op = Op::File(FileOp { root: st.root.clone(), actions: vec![action] });
+                    st.root = self.graph.add_at(op, desc, Some(ins.pos));
                 }
                 st.image.commit(format!("WORKDIR {wd}"), with_layer, false);
             }
@@ -691,7 +693,7 @@ impl<'a> Lowerer<'a> {
             network,
             security,
         };
-        st.root = self.graph.add(Op::Exec(exec), desc);
+        st.root = self.graph.add_at(Op::Exec(exec), desc, Some(ins.pos));
         st.image.commit(format!("RUN {}", run_command_string(&args, &st.build_args, &st.env)), true, true);
         Ok(())
     }
@@ -835,7 +837,7 @@ impl<'a> Lowerer<'a> {
         }
         msg.push(' ');
         msg.push_str(&dest_raw);
-        st.root = self.graph.add(Op::File(FileOp { root: st.root.clone(), actions }), desc);
+        st.root = self.graph.add_at(Op::File(FileOp { root: st.root.clone(), actions }), desc, Some(ins.pos));
         st.image.commit(msg, true, true);
         Ok(())
     }
