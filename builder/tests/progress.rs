@@ -201,6 +201,29 @@ fn plain_output_prints_held_back_lines_when_the_build_ends() {
     assert_eq!(renderer.last_logs(&A.into(), 1), ["after the end"], "but output is still kept");
 }
 
+/// `A` fails; the solver stops `B`, which BuildKit shows as cancelled rather than failed.
+fn failure_cancels_a_parallel_step() -> Vec<Event> {
+    vec![
+        started(A, "[a 1/1] RUN false", 0),
+        started(B, "[b 1/1] RUN sleep 60", 0),
+        completed(A, Some("process \"/bin/sh -c false\" did not complete successfully: exit code: 1"), 100),
+        completed(B, Some("process \"/bin/sh -c sleep 60\" was cancelled (signal 9)"), 200),
+    ]
+}
+
+#[test]
+fn plain_output_shows_steps_stopped_by_a_failure_as_canceled() {
+    let (text, _) = render(ProgressMode::Plain, failure_cancels_a_parallel_step());
+    let expected = "\
+#1 [a 1/1] RUN false
+#1 ERROR: process \"/bin/sh -c false\" did not complete successfully: exit code: 1
+
+#2 [b 1/1] RUN sleep 60
+#2 CANCELED
+";
+    assert_eq!(text, expected);
+}
+
 #[test]
 fn rawjson_lines_are_buildkit_solve_statuses() {
     let (text, renderer) = render(ProgressMode::RawJson, build());
@@ -292,6 +315,15 @@ fn tty_final_frame_shows_every_step_with_its_outcome() {
     );
     assert!(text.contains("\x1b[31m => ERROR [test 1/1] RUN make test"), "failed step in red");
     assert_eq!(renderer.last_logs(&TEST.into(), 1), ["FAIL: parses_empty_input"]);
+}
+
+#[test]
+fn tty_final_frame_shows_steps_stopped_by_a_failure_as_canceled() {
+    let (text, _) = render(ProgressMode::Tty, failure_cancels_a_parallel_step());
+    let frame = final_frame(&text);
+    assert!(frame[1].starts_with(" => ERROR [a 1/1] RUN false "), "{frame:?}");
+    assert!(frame[2].starts_with(" => CANCELED [b 1/1] RUN sleep 60 "), "{frame:?}");
+    assert!(text.contains("\x1b[33m => CANCELED [b 1/1]"), "cancelled step in yellow: {text:?}");
 }
 
 #[test]

@@ -204,6 +204,9 @@ impl PlainPrinter {
                 }
                 text.push(b'\n');
             }
+            Event::Completed { error: Some(_), .. } if step.cancelled() => {
+                let _ = writeln!(text, "#{n} CANCELED");
+            }
             Event::Completed { error: Some(error), .. } => {
                 let _ = writeln!(text, "#{n} ERROR: {error}");
             }

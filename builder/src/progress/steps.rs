@@ -67,6 +67,16 @@ pub(super) struct Step {
 }
 
 impl Step {
+    /// Whether the step failed only because the build was stopped (another step failed, or
+    /// Ctrl-C). BuildKit shows such steps as `CANCELED`, recognising its `context canceled`
+    /// error text; kiln's solver says `… was cancelled (signal N)` or `build cancelled`.
+    pub fn cancelled(&self) -> bool {
+        self.error.as_deref().is_some_and(|e| {
+            let e = e.trim_end();
+            e.ends_with("cancelled") || e.ends_with("canceled") || e.contains(" was cancelled (signal ")
+        })
+    }
+
     /// The time the step has taken: until it completed, else until `now`.
     pub fn elapsed(&self, now: SystemTime) -> Duration {
         self.started.map_or(Duration::ZERO, |started| since(started, self.completed.unwrap_or(now)))

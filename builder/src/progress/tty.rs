@@ -27,6 +27,7 @@ const MIN_NAME_COLUMNS: usize = 12;
 
 const BLUE: &str = "\x1b[34m";
 const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
 const FAINT: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
@@ -87,7 +88,9 @@ pub(super) fn frame(steps: &Steps, now: SystemTime, size: Size, finished: bool) 
 /// A step's line, and for a running step its sub-tasks and last output lines beneath it.
 fn step_lines(step: &Step, now: SystemTime, columns: usize) -> Vec<String> {
     let mut label = String::new();
-    if step.error.is_some() {
+    if step.cancelled() {
+        label.push_str("CANCELED ");
+    } else if step.error.is_some() {
         label.push_str("ERROR ");
     }
     if step.cached {
@@ -97,6 +100,7 @@ fn step_lines(step: &Step, now: SystemTime, columns: usize) -> Vec<String> {
     let secs = step.elapsed(now).as_secs_f64();
     let mut line = aligned(" => ", &label, secs, columns);
     let color = match (&step.error, step.completed) {
+        (Some(_), _) if step.cancelled() => YELLOW,
         (Some(_), _) => RED,
         (None, Some(_)) => BLUE,
         (None, None) => "",
