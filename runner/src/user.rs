@@ -133,6 +133,53 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<ExecUser, UserError> {
     Ok(ExecUser { uid, gid, additional_gids, home })
 }
 
+/// Resolves an owner spec (`COPY --chown`, the USER that owns a `WORKDIR`) to `(uid, gid)` the way
+/// BuildKit's file ops do (`llb.WithUser` + `readUser`), which differs from [`resolve`]: a bare
+/// numeric user gets gid = uid, a bare user name gets its primary group from `/etc/passwd`, and a
+/// group name is looked up in `/etc/group`. Numeric ids need no files. Empty means root. Unlike
+/// BuildKit, which silently uses 0 for a name it cannot find, an unknown name is an error naming it.
+pub fn resolve_owner(rootfs: &Path, spec: &str) -> Result<(u32, u32), UserError> {
+    if spec.is_empty() {
+        return Ok((0, 0));
+    }
+    let (user_part, group_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user_part.is_empty() || group_part == Some("") {
+        return Err(UserError::Invalid(spec.to_owned()));
+    }
+    let passwd_path = Path::new("/etc/passwd");
+    let (uid, mut gid) = match parse_id(user_part, spec)? {
+        Some(id) => (id, id),
+        None => {
+            let users = read_entries(rootfs, passwd_path, parse_passwd)?;
+            match users.iter().find(|u| u.name == user_part) {
+                Some(u) => (u.uid, u.gid),
+                None => {
+                    return Err(UserError::UnknownUser { user: user_part.to_owned(), passwd: passwd_path.to_owned() });
+                }
+            }
+        }
+    };
+    if let Some(g) = group_part {
+        gid = match parse_id(g, spec)? {
+            Some(id) => id,
+            None => {
+                let group_path = Path::new("/etc/group");
+                let groups = read_entries(rootfs, group_path, parse_group)?;
+                match groups.iter().find(|e| e.name == g) {
+                    Some(e) => e.gid,
+                    None => {
+                        return Err(UserError::UnknownGroup { group: g.to_owned(), groupfile: group_path.to_owned() });
+                    }
+                }
+            }
+        };
+    }
+    Ok((uid, gid))
+}
+
 /// `Some(id)` for a decimal id, `None` for a name; ids beyond u32 are invalid, like runc.
 fn parse_id(part: &str, spec: &str) -> Result<Option<u32>, UserError> {
     if !part.bytes().all(|b| b.is_ascii_digit()) {
