@@ -1,69 +1,18 @@
 //! The image commands end to end, as a user runs them: the `kiln` binary against a real
 //! registry process, with skopeo as the independent peer.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
+use kiln_testkit::kiln::{Kiln, blob_files};
 use kiln_testkit::registry::Registry;
 use kiln_testkit::skopeo::skopeo;
 
-/// A temp store root and the busybox rootfs tarball.
-struct Env {
-    dir: tempfile::TempDir,
-    rootfs: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let rootfs = kiln_testkit::busybox::rootfs_tar(dir.path());
-        Env { dir, rootfs }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_ROOT", self.root())
-            .env("DOCKER_CONFIG", self.dir.path().join("docker"))
-            .output()
-            .unwrap()
-    }
-
-    /// Runs kiln, asserts success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs kiln, asserts failure, returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(!out.status.success(), "kiln {args:?} should have failed");
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn inspect(&self, image: &str) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["inspect", image])).unwrap()
-    }
-}
-
-fn blob_files(root: &Path) -> usize {
-    std::fs::read_dir(root.join("blobs/sha256")).map(|d| d.count()).unwrap_or(0)
+/// A kiln environment of the test's own.
+fn env() -> Kiln {
+    Kiln::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
 #[test]
 fn import_push_prune_pull_gives_identical_digests() {
-    let env = Env::new();
+    let env = env();
     let registry = Registry::plain();
     let remote = format!("{}/kiln/busybox:1", registry.host());
     let rootfs = env.rootfs.to_str().unwrap();
@@ -99,7 +48,7 @@ fn import_push_prune_pull_gives_identical_digests() {
 
 #[test]
 fn skopeo_reads_what_kiln_pushes_and_kiln_pulls_what_skopeo_pushes() {
-    let env = Env::new();
+    let env = env();
     let registry = Registry::plain();
     env.ok(&["import", "--compression", "zstd", env.rootfs.to_str().unwrap(), "busybox:zstd"]);
     let ours = format!("{}/kiln/ours:z", registry.host());
@@ -141,7 +90,7 @@ fn skopeo_reads_what_kiln_pushes_and_kiln_pulls_what_skopeo_pushes() {
 
 #[test]
 fn bad_input_gets_clear_errors() {
-    let env = Env::new();
+    let env = env();
     assert!(env.fails(&["inspect", "nosuch:image"]).contains("no such image: nosuch:image"));
     assert!(env.fails(&["tag", "busybox", "Not A Name"]).contains("no such image"));
     let bad = env.dir.path().join("bad.tar");

@@ -142,7 +142,7 @@ pub fn platform_arg(p: Option<&str>) -> anyhow::Result<Platform> {
 }
 
 /// Names `image` `name` in the store (its content is stored: the store's contract).
-fn set_tag(store: &Store, name: &Reference, image: &Image) -> anyhow::Result<()> {
+pub(super) fn set_tag(store: &Store, name: &Reference, image: &Image) -> anyhow::Result<()> {
     store
         .set_tag(&name.to_string(), &image.manifest_digest, &image.manifest_media_type)
         .with_context(|| format!("tagging {name}"))?;
@@ -322,12 +322,23 @@ pub fn save(global: &GlobalArgs, args: SaveArgs) -> anyhow::Result<ExitCode> {
         SaveFormat::Oci => ArchiveFormat::Oci,
         SaveFormat::Docker => ArchiveFormat::Docker,
     };
-    match &args.output {
+    write_archive(&store, &entries, format, args.output.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `entries` as an archive to `output`, or to standard output (never a terminal).
+pub fn write_archive(
+    store: &Store,
+    entries: &[SaveEntry<'_>],
+    format: ArchiveFormat,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    match output {
         Some(path) => {
             // Written beside the destination and renamed, so a failed save leaves no partial file.
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
-            let out = archive::save(store.blobs(), &entries, format, BufWriter::new(tmp))
+            let out = archive::save(store.blobs(), entries, format, BufWriter::new(tmp))
                 .with_context(|| format!("saving to {}", path.display()))?;
             let tmp =
                 out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", path.display()))?;
@@ -335,13 +346,13 @@ pub fn save(global: &GlobalArgs, args: SaveArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             if std::io::IsTerminal::is_terminal(&io::stdout()) {
-                bail!("refusing to write an archive to a terminal: use -o FILE or redirect standard output");
+                bail!("refusing to write an archive to a terminal: use a file or redirect standard output");
             }
-            let mut out = archive::save(store.blobs(), &entries, format, BufWriter::new(io::stdout().lock()))?;
+            let mut out = archive::save(store.blobs(), entries, format, BufWriter::new(io::stdout().lock()))?;
             out.flush()?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// `kiln prune`.

@@ -1,5 +1,6 @@
 //! Command-line parsing (clap) and dispatch to one module per command group.
 
+mod build;
 mod debug;
 mod images;
 mod login;
@@ -42,6 +43,8 @@ pub struct GlobalArgs {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile (like `docker build`).
+    Build(build::BuildArgs),
     /// Pull an image from a registry.
     Pull(transfer::PullArgs),
     /// Push an image to a registry.
@@ -85,6 +88,7 @@ pub fn init_logging(debug: bool) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
     match cli.command {
+        Command::Build(args) => build::run(global, args),
         Command::Pull(args) => transfer::pull(global, args),
         Command::Push(args) => transfer::push(global, args),
         Command::Images(args) => images::images(global, args),

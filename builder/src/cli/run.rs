@@ -98,7 +98,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Ctrl-C and `kill` stop the command (the sandbox kills its processes) instead of kiln.
-fn cancel_on_signals() -> CancelToken {
+pub(super) fn cancel_on_signals() -> CancelToken {
     let token = CANCEL.get_or_init(CancelToken::new).clone();
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: on_signal only does an atomic store; the sigaction is fully initialised.

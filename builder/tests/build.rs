@@ -1,0 +1,346 @@
+//! `kiln build` end to end, as a user runs it: the `kiln` binary builds the Dockerfiles of
+//! `testdata/build/` on the busybox base, and the tests look at what a user would: the files
+//! of the built root filesystem, the image config, the registry's manifest, what `kiln run`
+//! prints, and which steps the progress output says came from the cache.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use kiln_testkit::kiln::Kiln;
+use kiln_testkit::registry::Registry;
+use kiln_testkit::skopeo::skopeo;
+
+fn kiln() -> Kiln {
+    Kiln::with_busybox(env!("CARGO_BIN_EXE_kiln"))
+}
+
+/// A testdata case directory.
+fn case(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/build").join(name)
+}
+
+/// Copies a testdata case into the environment, so a test can change its files.
+fn copy_case(k: &Kiln, name: &str) -> PathBuf {
+    let dest = k.path(name);
+    copy_tree(&case(name), &dest);
+    dest
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Builds `context` with `extra` flags and `--progress rawjson`; returns the names of the
+/// steps that ran and of those that were cached.
+fn build_steps(k: &Kiln, context: &Path, extra: &[&str]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut args = vec!["build", "--progress", "rawjson"];
+    args.extend_from_slice(extra);
+    let context = context.to_str().unwrap();
+    args.push(context);
+    let out = k.kiln(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kiln {args:?} failed: {stderr}");
+    let (mut ran, mut cached) = (BTreeSet::new(), BTreeSet::new());
+    let mut names = std::collections::HashMap::new();
+    let mut was_cached = std::collections::HashMap::new();
+    for line in stderr.lines().filter(|l| l.starts_with('{')) {
+        let status: serde_json::Value = serde_json::from_str(line).unwrap();
+        for v in status["vertexes"].as_array().into_iter().flatten() {
+            let digest = v["digest"].as_str().unwrap().to_owned();
+            if let Some(name) = v["name"].as_str() {
+                names.insert(digest.clone(), name.to_owned());
+            }
+            if v["cached"].as_bool() == Some(true) {
+                was_cached.insert(digest, true);
+            }
+        }
+    }
+    for (digest, name) in names {
+        // Only the Dockerfile's steps: `[stage n/m] …`.
+        if !name.starts_with('[') || name.starts_with("[internal]") || name.contains("FROM ") {
+            continue;
+        }
+        if was_cached.contains_key(&digest) {
+            cached.insert(name);
+        } else {
+            ran.insert(name);
+        }
+    }
+    (ran, cached)
+}
+
+/// The built image's root filesystem, written out by `--output type=local`.
+fn rootfs(k: &Kiln, context: &Path, extra: &[&str]) -> PathBuf {
+    let dest = k.path(&format!("rootfs-{}", k.dir.path().read_dir().unwrap().count()));
+    let out = format!("type=local,dest={}", dest.display());
+    let mut args = vec!["build", "--progress", "plain", "-o", &out];
+    args.extend_from_slice(extra);
+    args.push(context.to_str().unwrap());
+    k.ok(&args);
+    dest
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+#[test]
+fn demo_builds_runs_and_pushes_to_a_registry() {
+    let k = kiln();
+    let registry = Registry::plain();
+    let name = format!("{}/demo/app:1.0", registry.host());
+    let context = case("demo");
+    let iid = k.path("iid");
+    let metadata = k.path("metadata.json");
+    k.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        &name,
+        "--push",
+        "--iidfile",
+        iid.to_str().unwrap(),
+        "--metadata-file",
+        metadata.to_str().unwrap(),
+        context.to_str().unwrap(),
+    ]);
+
+    // `kiln run` runs the entrypoint with the default CMD, as the user `app`.
+    let out = k.ok(&["run", &name]);
+    assert_eq!(
+        out, "Hello, world! (running as app in /app)\nHELLO FROM A KILN BUILD\nnumbers: 1 2 3 4 5 \n",
+        "kiln run output"
+    );
+    assert!(k.ok(&["run", &name, "kiln"]).starts_with("Hello, kiln!"));
+
+    let image = k.inspect(&name);
+    let config = &image["Config"]["config"];
+    assert_eq!(config["User"], "app");
+    assert_eq!(config["WorkingDir"], "/app");
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/usr/local/bin/hello"]));
+    assert_eq!(config["Cmd"], serde_json::json!(["world"]));
+    assert_eq!(config["Labels"]["org.opencontainers.image.version"], "1.0");
+    assert!(config["Env"].as_array().unwrap().contains(&serde_json::json!("APP_HOME=/app")));
+    // One layer per non-empty history entry: busybox's, then WORKDIR and the three COPYs.
+    let history = image["Config"]["history"].as_array().unwrap();
+    let layers = image["Manifest"]["layers"].as_array().unwrap();
+    let non_empty = history.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(non_empty, layers.len(), "history {history:#?}");
+    assert_eq!(layers.len(), 5);
+    assert_eq!(history.last().unwrap()["created_by"], "CMD [\"world\"]");
+
+    assert_eq!(read(&iid), image["Id"].as_str().unwrap());
+    let meta: serde_json::Value = serde_json::from_str(&read(&metadata)).unwrap();
+    assert_eq!(meta["containerimage.digest"], image["Digest"]);
+    // The registry serves exactly the manifest kiln stored.
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{name}")]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&raw).unwrap(), image["Manifest"]);
+}
+
+#[test]
+fn every_core_instruction_lands_in_the_image() {
+    let k = kiln();
+    let context = case("instructions");
+    k.ok(&["build", "-q", "-t", "instructions:1", context.to_str().unwrap()]);
+    // `--output type=local` writes files and names nothing (the build is a cache hit).
+    let root = rootfs(&k, &context, &[]);
+
+    assert_eq!(read(&root.join("workdir.txt")), "/base/nested\n");
+    assert_eq!(read(&root.join("exec.txt")), "exec-form hello kiln\n");
+    assert_eq!(read(&root.join("heredoc.txt")), "heredoc line 1\ngreeting=hello\n");
+    assert_eq!(read(&root.join("copied/one.txt")), "first text file\n");
+    assert_eq!(read(&root.join("copied/two.txt")), "second text file\n");
+    assert!(!root.join("copied/three.dat").exists(), "*.txt must not match three.dat");
+    // A directory source copies its contents.
+    assert_eq!(read(&root.join("subdir-contents/inner.txt")), "in sub\n");
+    assert_eq!(read(&root.join("subdir-contents/deeper/leaf.txt")), "deeper\n");
+    let owned = fs::metadata(root.join("owned/readme.md")).unwrap();
+    assert_eq!((owned.uid(), owned.gid(), owned.permissions().mode() & 0o7777), (1000, 1000, 0o640));
+    let numeric = fs::metadata(root.join("numeric/readme.md")).unwrap();
+    assert_eq!((numeric.uid(), numeric.gid()), (1234, 1234));
+    let plain = fs::metadata(root.join("copied/one.txt")).unwrap();
+    assert_eq!((plain.uid(), plain.gid()), (0, 0), "context files are owned by root");
+    // ADD unpacks local archives, recognised by their content, and copies other files.
+    assert_eq!(read(&root.join("unpacked/pkg/data.txt")), "from the archive\n");
+    assert_eq!(read(&root.join("unpacked-by-content/pkg/data.txt")), "from the archive\n");
+    assert_eq!(read(&root.join("added/one.txt")), "first text file\n");
+    assert!(fs::symlink_metadata(root.join("bin/wget")).is_err(), "a deleted file stays deleted");
+    assert_eq!(read(&root.join("shell.txt")), "shell=/bin/sh\n");
+    // BuildKit keeps what later steps write below a VOLUME.
+    assert_eq!(read(&root.join("data/kept.txt")), "after volume\n");
+
+    let image = k.inspect("instructions:1");
+    let config = &image["Config"]["config"];
+    let env: Vec<&str> = config["Env"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(env.contains(&"NAME=kiln") && env.contains(&"MESSAGE=hello kiln"), "{env:?}");
+    assert!(!env.iter().any(|e| e.starts_with("GREETING=")), "ARG values are not ENV");
+    assert_eq!(config["Labels"]["com.example.greeting"], "hello");
+    assert_eq!(config["Labels"]["com.example.multi word"], "yes");
+    assert_eq!(config["ExposedPorts"], serde_json::json!({"53/udp": {}, "8080/tcp": {}}));
+    assert_eq!(config["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(config["User"], "app");
+    assert_eq!(config["WorkingDir"], "/base/nested");
+    assert_eq!(config["StopSignal"], "SIGTERM");
+    assert_eq!(config["Shell"], serde_json::json!(["/bin/sh", "-e", "-c"]));
+    assert_eq!(config["Healthcheck"]["Test"], serde_json::json!(["CMD", "/bin/true"]));
+    assert_eq!(config["Healthcheck"]["Interval"], 30_000_000_000u64);
+    assert_eq!(config["Healthcheck"]["Retries"], 2);
+    assert_eq!(config["OnBuild"], serde_json::json!(["RUN echo \"triggered\" > /tmp/onbuild.txt"]));
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/bin/echo", "entry"]));
+    assert_eq!(config["Cmd"], serde_json::json!(["default", "args"]));
+    assert_eq!(image["Config"]["author"], "kiln tests <tests@kiln.invalid>");
+    let history = image["Config"]["history"].as_array().unwrap();
+    let created_by: Vec<&str> = history.iter().map(|h| h["created_by"].as_str().unwrap_or("")).collect();
+    assert!(created_by.contains(&"RUN |1 GREETING=hello /bin/sh -c pwd > /workdir.txt # buildkit"), "{created_by:#?}");
+    assert_eq!(k.ok(&["run", "instructions:1"]), "entry default args\n");
+
+    // ONBUILD triggers run in a child build, and are not inherited further.
+    let child = k.path("child");
+    fs::create_dir_all(&child).unwrap();
+    fs::write(child.join("Dockerfile"), "FROM instructions:1\nRUN cat /tmp/onbuild.txt\n").unwrap();
+    k.ok(&["build", "-q", "-t", "child:1", child.to_str().unwrap()]);
+    let child_root = rootfs(&k, &child, &[]);
+    assert_eq!(read(&child_root.join("tmp/onbuild.txt")), "triggered\n");
+    assert!(k.inspect("child:1")["Config"]["config"]["OnBuild"].is_null());
+}
+
+#[test]
+fn cache_hits_follow_content_not_timestamps() {
+    let k = kiln();
+    let context = copy_case(&k, "demo");
+    let (ran, cached) = build_steps(&k, &context, &[]);
+    assert!(cached.is_empty(), "a cold build has no hits: {cached:?}");
+    let all: BTreeSet<String> = ran.clone();
+    assert_eq!(all.len(), 8, "{all:#?}");
+
+    // Nothing changed: every step is cached.
+    let (ran, cached) = build_steps(&k, &context, &[]);
+    assert!(ran.is_empty(), "ran again: {ran:?}");
+    assert_eq!(cached, all);
+
+    // Only timestamps changed, and an ignored file: still every step cached.
+    let greeting = context.join("greeting.txt");
+    let f = fs::File::options().write(true).open(&greeting).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600)).unwrap();
+    fs::write(context.join("notes.md"), "changed notes").unwrap();
+    let (ran, _) = build_steps(&k, &context, &[]);
+    assert!(ran.is_empty(), "mtime or ignored changes re-ran: {ran:?}");
+
+    // One file changed: the steps that read it and what builds on them run, the others hit,
+    // including steps after the first miss in other stages.
+    fs::write(&greeting, "a changed greeting\n").unwrap();
+    let (ran, cached) = build_steps(&k, &context, &[]);
+    let ran: Vec<&str> = ran.iter().map(String::as_str).collect();
+    assert_eq!(
+        ran,
+        [
+            "[stage-2 3/5] COPY --from=text /src/shout.txt ./",
+            "[stage-2 4/5] COPY --from=numbers /numbers.txt ./",
+            "[stage-2 5/5] COPY --chmod=755 hello.sh /usr/local/bin/hello",
+            "[text 3/4] COPY greeting.txt ./",
+            "[text 4/4] RUN tr 'a-z' 'A-Z' < greeting.txt > shout.txt",
+        ]
+    );
+    assert!(cached.iter().any(|s| s.starts_with("[numbers 2/2] RUN seq 1")), "{cached:?}");
+
+    // A build arg one stage's RUN uses: that stage and what copies from it rebuild.
+    let (ran, cached) = build_steps(&k, &context, &["--build-arg", "COUNT=3"]);
+    assert!(ran.iter().any(|s| s.starts_with("[numbers 2/2] RUN")), "{ran:?}");
+    assert!(cached.iter().any(|s| s.starts_with("[text 4/4] RUN")), "{cached:?}");
+    assert!(!ran.iter().any(|s| s.starts_with("[text")), "{ran:?}");
+
+    // --no-cache runs everything again.
+    let (ran, cached) = build_steps(&k, &context, &["--no-cache"]);
+    assert!(cached.is_empty(), "{cached:?}");
+    assert_eq!(ran, all);
+}
+
+#[test]
+fn a_failing_step_names_its_location_and_output_and_the_store_stays_usable() {
+    let k = kiln();
+    let dir = k.path("failing");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("Dockerfile"), "FROM busybox\nRUN echo before > /f\nRUN echo oops-output && exit 3\n").unwrap();
+    let err = k.fails(&["build", "--progress", "plain", dir.to_str().unwrap()]);
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(err.contains("oops-output"), "{err}");
+
+    // Fixed, it builds, reusing the step that succeeded.
+    fs::write(dir.join("Dockerfile"), "FROM busybox\nRUN echo before > /f\nRUN echo fixed\n").unwrap();
+    let (ran, cached) = build_steps(&k, &dir, &[]);
+    assert_eq!(cached.into_iter().collect::<Vec<_>>(), ["[2/3] RUN echo before > /f"]);
+    assert_eq!(ran.into_iter().collect::<Vec<_>>(), ["[3/3] RUN echo fixed"]);
+    // No snapshot or mount is left behind.
+    let mounts = read(Path::new("/proc/self/mountinfo"));
+    assert!(!mounts.contains(k.root().to_str().unwrap()), "{mounts}");
+}
+
+#[test]
+fn unsupported_requests_fail_with_a_clear_error() {
+    let k = kiln();
+    let dir = k.path("mounts");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("Dockerfile"), "FROM busybox\nRUN --mount=type=cache,target=/c true\n").unwrap();
+    let err = k.fails(&["build", dir.to_str().unwrap()]);
+    assert!(err.contains("Dockerfile:2") && err.contains("--mount=type=cache is not supported yet"), "{err}");
+    let err = k.fails(&["build", "--platform", "linux/s390x", dir.to_str().unwrap()]);
+    assert!(err.contains("host platform"), "{err}");
+    let err = k.fails(&["build", "--secret", "id=a,src=/etc/hostname", dir.to_str().unwrap()]);
+    assert!(err.contains("--secret is not supported yet"), "{err}");
+    let err = k.fails(&["build", "-o", "type=tar,dest=x.tar", dir.to_str().unwrap()]);
+    assert!(err.contains("type=tar"), "{err}");
+}
+
+#[test]
+fn outputs_targets_and_dockerfile_sources() {
+    let k = kiln();
+    let context = case("demo");
+    let ctx = context.to_str().unwrap();
+
+    // --target builds one stage; -q prints only the image id.
+    let id = k.ok(&["build", "-q", "--target", "numbers", "--build-arg", "COUNT=2", "-t", "numbers:1", ctx]);
+    assert_eq!(id.trim(), k.inspect("numbers:1")["Id"].as_str().unwrap());
+    assert_eq!(k.ok(&["run", "numbers:1", "cat", "/numbers.txt"]), "1\n2\n");
+
+    // An OCI layout and a docker archive.
+    for (kind, marker) in [("oci", "index.json"), ("docker", "manifest.json")] {
+        let dest = k.path(&format!("{kind}.tar"));
+        k.ok(&["build", "-q", "-t", "demo:x", "-o", &format!("type={kind},dest={}", dest.display()), ctx]);
+        let listing = std::process::Command::new("tar").arg("-tf").arg(&dest).output().unwrap();
+        let listing = String::from_utf8(listing.stdout).unwrap();
+        assert!(listing.lines().any(|l| l == marker), "{kind}: {listing}");
+    }
+
+    // -f - reads the Dockerfile from stdin; --label is set on the image.
+    let mut child = k
+        .command(&["build", "-q", "-f", "-", "--label", "from=stdin", "-t", "stdin:1", ctx])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"FROM busybox\nCOPY greeting.txt /\n").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(k.inspect("stdin:1")["Config"]["config"]["Labels"]["from"], "stdin");
+    assert_eq!(k.ok(&["run", "stdin:1", "cat", "/greeting.txt"]), "hello from a kiln build\n");
+
+    // A Dockerfile outside the context.
+    let outside = k.path("Other.Dockerfile");
+    fs::write(&outside, "FROM busybox\nCOPY hello.sh /h\n").unwrap();
+    k.ok(&["build", "-q", "-f", outside.to_str().unwrap(), "-t", "outside:1", ctx]);
+    assert!(k.ok(&["run", "outside:1", "cat", "/h"]).starts_with("#!/bin/sh"));
+}
