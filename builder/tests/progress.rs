@@ -84,9 +84,16 @@ fn build() -> Vec<Event> {
     ]
 }
 
-fn render(mode: ProgressMode, events: Vec<Event>) -> (String, Renderer) {
+/// A renderer for `mode` writing to a sink the test reads.
+fn open(mode: ProgressMode) -> (Sink, Renderer) {
     let sink = Sink::default();
     let renderer = Renderer::to_writer(mode, Box::new(sink.clone()));
+    (sink, renderer)
+}
+
+/// `events` rendered in `mode`, and the finished renderer.
+fn render(mode: ProgressMode, events: Vec<Event>) -> (String, Renderer) {
+    let (sink, renderer) = open(mode);
     for event in events {
         renderer.event(event);
     }
@@ -185,20 +192,68 @@ fn plain_output_leaves_a_quiet_step_for_one_that_waited_too_long() {
 fn plain_output_prints_held_back_lines_when_the_build_ends() {
     let events = vec![
         started(A, "[a 1/1] RUN make", 0),
-        started(B, "[b 1/1] RUN make", 10),
-        log(B, LogStream::Stdout, "b output", 20),
+        log(A, LogStream::Stdout, "a output", 10),
+        started(B, "[b 1/1] RUN make", 20),
+        log(B, LogStream::Stdout, "b output", 30),
     ];
-    let sink = Sink::default();
-    let renderer = Renderer::to_writer(ProgressMode::Plain, Box::new(sink.clone()));
+    let (sink, renderer) = open(ProgressMode::Plain);
     for event in events {
         renderer.event(event);
     }
-    assert_eq!(sink.text(), "#1 [a 1/1] RUN make\n", "b is held back while a runs");
+    assert_eq!(sink.text(), "#1 [a 1/1] RUN make\n#1 0.010 a output\n", "b is held back while a runs");
     renderer.finish();
-    assert_eq!(sink.text(), "#1 [a 1/1] RUN make\n#1 ...\n\n#2 [b 1/1] RUN make\n#2 0.010 b output\n");
-    renderer.event(log(A, LogStream::Stdout, "after the end", 30));
-    assert_eq!(sink.text().lines().count(), 5, "nothing is printed after finish");
+    let expected = "#1 [a 1/1] RUN make\n#1 0.010 a output\n#1 ...\n\n#2 [b 1/1] RUN make\n#2 0.010 b output\n";
+    assert_eq!(sink.text(), expected);
+    renderer.event(log(A, LogStream::Stdout, "after the end", 40));
+    assert_eq!(sink.text(), expected, "nothing is printed after finish");
     assert_eq!(renderer.last_logs(&A.into(), 1), ["after the end"], "but output is still kept");
+}
+
+#[test]
+fn plain_output_shows_a_step_that_started_then_hit_the_cache_in_one_piece() {
+    // kiln's solver reports a step as started before it looks in the cache.
+    let events = vec![
+        started(A, "[a 2/2] RUN make", 0),
+        started(B, "[b 2/2] COPY . .", 1),
+        Event::Cached { vertex: B.into() },
+        completed(B, None, 2),
+        Event::Cached { vertex: A.into() },
+        completed(A, None, 3),
+    ];
+    let (text, _) = render(ProgressMode::Plain, events);
+    let expected = "\
+#2 [b 2/2] COPY . .
+#2 CACHED
+
+#1 [a 2/2] RUN make
+#1 CACHED
+";
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn plain_output_shows_a_silent_step_once_it_ran_for_half_a_second() {
+    let (sink, renderer) = open(ProgressMode::Plain);
+    renderer.event(started(A, "[a 1/1] RUN sleep 1", 0));
+    renderer.event(started(B, "[b 1/1] RUN sleep 2", 400));
+    assert_eq!(sink.text(), "", "a step is not shown before it has run for half a second or said something");
+    renderer.event(started(MAKE, "[c 1/1] RUN sleep 3", 600));
+    assert_eq!(sink.text(), "#1 [a 1/1] RUN sleep 1\n", "a is shown; b has the log next, once a is done");
+    renderer.event(log(A, LogStream::Stdout, "first words", 2_000));
+    renderer.event(completed(A, None, 2_010));
+    renderer.event(completed(B, None, 3_020));
+    renderer.finish();
+    let expected = "\
+#1 [a 1/1] RUN sleep 1
+#1 2.000 first words
+#1 DONE 2.0s
+
+#2 [b 1/1] RUN sleep 2
+#2 DONE 2.6s
+
+#3 [c 1/1] RUN sleep 3
+";
+    assert_eq!(sink.text(), expected);
 }
 
 /// `A` fails; the solver stops `B`, which BuildKit shows as cancelled rather than failed.
@@ -328,8 +383,7 @@ fn tty_final_frame_shows_steps_stopped_by_a_failure_as_canceled() {
 
 #[test]
 fn tty_live_frames_show_running_steps_output() {
-    let sink = Sink::default();
-    let renderer = Renderer::to_writer(ProgressMode::Tty, Box::new(sink.clone()));
+    let (sink, renderer) = open(ProgressMode::Tty);
     renderer.event(started(MAKE, "[build 1/1] RUN make", 0));
     renderer.event(started(TEST, "[test 1/1] RUN make test", 0));
     renderer.event(log(MAKE, LogStream::Stdout, "cc -c main.c", 10));

@@ -150,8 +150,8 @@ impl fmt::Display for ProgressMode {
 
 /// How often the live view is redrawn.
 const TTY_PERIOD: Duration = Duration::from_millis(100);
-/// How often plain output checks whether held-back lines of a quiet build are due.
-const PLAIN_PERIOD: Duration = Duration::from_secs(1);
+/// How often plain output checks whether held-back lines (or a silent step's header) are due.
+const PLAIN_PERIOD: Duration = Duration::from_millis(250);
 /// The terminal assumed when the size cannot be read (and for [`Renderer::to_writer`]).
 const DEFAULT_COLUMNS: usize = 80;
 

@@ -10,8 +10,10 @@
 //! `textMux` the printer stays with one step (the *current* one) and holds back the others'
 //! lines until the current step completes, has been quiet for a while, or a held-back step
 //! has waited too long; leaving a running step prints `#N ...`. Completed steps are printed
-//! at once. All times are the solver's (the events' timestamps), so the same events always
-//! print the same text.
+//! at once. A step that has only started is shown once it has something to say or after
+//! [`SHOW_START_AFTER`] (BuildKit batches updates on a tick, so a cache hit, which kiln's
+//! solver reports as started then cached, prints as one piece there too). All times are the
+//! solver's (the events' timestamps), so the same events always print the same text.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -20,6 +22,8 @@ use std::time::{Duration, SystemTime};
 use super::Event;
 use super::steps::{Steps, since};
 
+/// How long a started step with nothing to show yet waits before its header is printed.
+const SHOW_START_AFTER: Duration = Duration::from_millis(500);
 /// How long the current step keeps the log before a quiet spell lets another step in.
 const ANTI_FLICKER: Duration = Duration::from_secs(5);
 /// How quiet the current step must be before it gives way (after [`ANTI_FLICKER`]).
@@ -35,10 +39,19 @@ const MIN_TIME_DELTA: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct Held {
     step: usize,
-    /// The build's clock when the first held line arrived.
-    since: SystemTime,
+    /// The build's clock when the step started waiting (its start, or its first held line).
+    waiting_since: SystemTime,
+    /// The build's clock when its first held line arrived.
+    text_since: Option<SystemTime>,
     text: Vec<u8>,
     completed: bool,
+}
+
+impl Held {
+    /// Whether it has something to show: a header alone only after a while.
+    fn ready(&self, clock: SystemTime) -> bool {
+        self.completed || self.text_since.is_some() || since(self.waiting_since, clock) >= SHOW_START_AFTER
+    }
 }
 
 /// The plain printer's memory between events.
@@ -68,21 +81,33 @@ impl PlainPrinter {
         if text.is_empty() && !matches!(event, Event::Started { .. }) {
             return;
         }
-        if self.current == Some(position) || self.current.is_none() {
-            self.switch_to(steps, position, clock, out);
+        if self.current == Some(position) {
             out.extend_from_slice(&text);
             self.current_output = Some(clock);
             if completes {
                 self.current = None;
             }
         } else {
-            match self.held.iter_mut().find(|h| h.step == position) {
-                Some(held) => {
-                    held.text.extend_from_slice(&text);
-                    held.completed |= completes;
+            let held = match self.held.iter().position(|h| h.step == position) {
+                Some(i) => &mut self.held[i],
+                None => {
+                    let held = Held {
+                        step: position,
+                        waiting_since: clock,
+                        text_since: None,
+                        text: Vec::new(),
+                        completed: false,
+                    };
+                    self.held.push(held);
+                    let last = self.held.len() - 1;
+                    &mut self.held[last]
                 }
-                None => self.held.push(Held { step: position, since: clock, text, completed: completes }),
+            };
+            if !text.is_empty() {
+                held.text_since.get_or_insert(clock);
+                held.text.extend_from_slice(&text);
             }
+            held.completed |= completes;
         }
         self.settle(steps, clock, out);
     }
@@ -102,22 +127,25 @@ impl PlainPrinter {
         }
     }
 
-    /// Switches to held-back output as the rules allow: completed steps first, then any step
-    /// when none is current, then the oldest when the current one has had its turn.
+    /// Switches to held-back output as the rules allow: completed steps first, then the
+    /// oldest ready one when no step is current, when it waited too long, or when the current
+    /// step has had its turn and gone quiet.
     fn settle(&mut self, steps: &Steps, clock: SystemTime, out: &mut Vec<u8>) {
         loop {
-            let Some(oldest) = self.held.first() else { return };
+            let Some(ready) = self.held.iter().position(|h| h.ready(clock)) else { return };
             let next = if let Some(i) = self.held.iter().position(|h| h.completed) {
                 i
-            } else if self.current.is_none() || since(oldest.since, clock) >= MAX_DELAY {
-                0
+            } else if self.current.is_none() {
+                ready
             } else {
+                let held = &self.held[ready];
+                let waited = since(held.text_since.unwrap_or(held.waiting_since), clock);
                 let shown_for = self.current_since.map_or(Duration::MAX, |t| since(t, clock));
                 let quiet_for = self.current_output.map_or(Duration::MAX, |t| since(t, clock));
-                if shown_for < ANTI_FLICKER || quiet_for < QUIET {
+                if waited < MAX_DELAY && (shown_for < ANTI_FLICKER || quiet_for < QUIET) {
                     return;
                 }
-                0
+                ready
             };
             self.release(steps, next, clock, out);
         }
