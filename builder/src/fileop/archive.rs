@@ -122,14 +122,21 @@ impl Extractor<'_> {
         shown: &str,
     ) -> Result<(), FileOpError> {
         let header = entry.header();
-        let num = |v: io::Result<u64>| v.map_err(|e| self.fail(shown, format!("invalid header: {e}")));
+        // Blank numeric fields read as 0, as in Go's archive/tar.
+        let num = |raw: &[u8], v: io::Result<u64>| {
+            if raw.iter().all(|b| *b == 0 || *b == b' ') {
+                return Ok(0);
+            }
+            v.map_err(|e| self.fail(shown, format!("invalid header: {e}")))
+        };
+        let old = header.as_old();
         let id = |v: u64| u32::try_from(v).map_err(|_| self.fail(shown, format!("id {v} is out of range")));
         let owner = match self.chown {
             Some(o) => o,
-            None => (id(num(header.uid())?)?, id(num(header.gid())?)?),
+            None => (id(num(&old.uid, header.uid())?)?, id(num(&old.gid, header.gid())?)?),
         };
-        let mode = num(header.mode().map(u64::from))? as u32 & 0o7777;
-        let mtime = Timespec { tv_sec: i64::try_from(num(header.mtime())?).unwrap_or(0), tv_nsec: 0 };
+        let mode = num(&old.mode, header.mode().map(u64::from))? as u32 & 0o7777;
+        let mtime = Timespec { tv_sec: i64::try_from(num(&old.mtime, header.mtime())?).unwrap_or(0), tv_nsec: 0 };
         let times = Timestamps { last_access: mtime, last_modification: mtime };
         let parent_rel = name.parent().unwrap_or(Path::new(""));
         // Implied parents: 0755, root-owned, as BuildKit.

@@ -68,6 +68,8 @@ pub(crate) fn mkdir_all(root: &Root, rel: &Path, owner: (u32, u32), mode: u32) -
         }
         Err(e) => return Err(FileOpError::io("open directory", shown(rel))(e.into())),
     }
+    // Through dangling symlinks too: their targets are created, inside the root.
+    let rel = &root.root_path(rel)?;
     let mut dir = open_in_root(&root.fd, Path::new(""), DIR).map_err(|e| FileOpError::io("open", "/")(e.into()))?;
     let mut prefix = PathBuf::new();
     let mut fresh = false;
@@ -107,18 +109,15 @@ pub(crate) fn set_owner_mode(fd: &OwnedFd, (uid, gid): (u32, u32), mode: u32) ->
     Ok(())
 }
 
-/// Where `rel` is inside the root, symlinks resolved inside it: the real path and whether it
-/// exists (and is a directory). A missing path resolves through its parent, which must exist.
+/// Where `rel` is inside the root (fsutil's `fs.RootPath(dstRoot, dest)`: symlinks resolved
+/// inside it, dangling ones too) and, if it exists, whether it is a directory.
 pub(crate) fn resolve(root: &Root, rel: &Path) -> Result<(PathBuf, Option<bool>), FileOpError> {
-    if let Some(real) = root.resolve(rel)? {
-        let host = root.host.join(&real);
-        let meta = std::fs::metadata(&host).map_err(FileOpError::io("stat", shown(&real)))?;
-        return Ok((real, Some(meta.is_dir())));
+    let real = root.root_path(rel)?;
+    match std::fs::metadata(root.host.join(&real)) {
+        Ok(meta) => Ok((real, Some(meta.is_dir()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((real, None)),
+        Err(e) => Err(FileOpError::io("stat", shown(&real))(e)),
     }
-    let parent = rel.parent().unwrap_or(Path::new(""));
-    let real_parent =
-        root.resolve(parent)?.ok_or_else(|| FileOpError::io("resolve", shown(parent))(Errno::NOENT.into()))?;
-    Ok((real_parent.join(rel.file_name().unwrap_or_default()), None))
 }
 
 /// The parent directory (opened, resolved inside the root) and last component of `rel`.

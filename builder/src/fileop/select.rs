@@ -62,6 +62,53 @@ impl Root {
         }
     }
 
+    /// `rel` with every symlink resolved inside the root (continuity's `fs.RootPath`): absolute
+    /// targets start again at the root, `..` stops at it, and the components after the first
+    /// missing one are kept as they are. Unlike [`Root::resolve`] this also goes through
+    /// dangling symlinks, so a copy can create the directories they point to, as BuildKit does.
+    pub(crate) fn root_path(&self, rel: &Path) -> Result<PathBuf, FileOpError> {
+        let mut pending: Vec<OsString> = rel.iter().rev().map(OsString::from).collect();
+        let mut out = PathBuf::new();
+        let mut links = 0;
+        let mut missing = false;
+        while let Some(part) = pending.pop() {
+            match part.as_bytes() {
+                b"" | b"." | b"/" => continue,
+                b".." => {
+                    out.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let candidate = out.join(&part);
+            if missing {
+                out = candidate;
+                continue;
+            }
+            let host = self.host.join(&candidate);
+            match std::fs::symlink_metadata(&host) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    links += 1;
+                    if links > 255 {
+                        return Err(FileOpError::io("resolve", Path::new("/").join(rel))(Errno::LOOP.into()));
+                    }
+                    let target = std::fs::read_link(&host).map_err(FileOpError::io("read link", &host))?;
+                    if target.is_absolute() {
+                        out = PathBuf::new();
+                    }
+                    pending.extend(target.iter().rev().map(OsString::from));
+                }
+                Ok(_) => out = candidate,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    missing = true;
+                    out = candidate;
+                }
+                Err(e) => return Err(FileOpError::io("stat", host)(e)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Opens the regular file at `rel` (resolved in the root, a final symlink not followed).
     pub(crate) fn open_file(&self, rel: &Path) -> std::io::Result<std::fs::File> {
         Ok(open_in_root(&self.fd, rel, OFlags::RDONLY | OFlags::NOFOLLOW).map(std::fs::File::from)?)
