@@ -9,6 +9,9 @@ packages=(
   apache2-utils     # htpasswd, for the basic-auth registry fixture
   openssl           # the throwaway CA of the TLS registry fixture
   libseccomp-dev    # the RUN sandbox's seccomp filter
+  docker.io         # dockerd 20.10 + BuildKit, the reference of the differential tests (scripts/dockerd.sh)
+  buildah           # the differential tests' second opinion
+  podman            # interop: pulls and runs what kiln pushes
   ca-certificates
   curl
 )
