@@ -458,6 +458,9 @@ fn workdir_and_inline_files() {
         assert_eq!(owner(&r.join(p)), (1000, 1001), "{p}");
         assert_eq!(mode(&r.join(p)), 0o755);
     }
+    // A USER the image does not list owns as root (BuildKit's readUser), not an error.
+    fileop::apply(r, &mkdir("/ghost/home", "ghost"), None).unwrap();
+    assert_eq!(owner(&r.join("ghost/home")), (0, 0));
     // Existing directories are left as they are.
     fileop::apply(r, &mkdir("/srv/app/data/more", ""), None).unwrap();
     assert_eq!(owner(&r.join("srv/app/data/more")), (0, 0));
@@ -486,4 +489,48 @@ fn parents_is_refused_until_supported() {
     let c = Copy { include_patterns: vec!["sub/**".into()], ..copy("/", "/") };
     let err = apply(rootfs.path(), &context(ctx.path()), c).unwrap_err().to_string();
     assert!(err.contains("COPY --parents is not supported yet"), "{err}");
+}
+
+#[test]
+fn exclude_patterns_apply_below_each_match() {
+    // BuildKit's testExcludedFilesOnCopy layout and cases.
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    for (name, data) in [
+        ("dir1/file-101.png", "2"),
+        ("dir1/file-102.txt", "3"),
+        ("dir1/file-103.jpeg", "4"),
+        ("dir2/file-201.pdf", "6"),
+        ("dir2/file-202.jpeg", "7"),
+        ("dir2/file-203.png", "8"),
+        ("dir3/file-301.mp3", "9"),
+        ("dir3/file-302.mpeg", "10"),
+    ] {
+        write(&c.join(name), data);
+    }
+    let tree = context(c);
+    let rootfs = tempfile::tempdir().unwrap();
+    let r = rootfs.path();
+    let excluding = |patterns: &[&str], src: &str, dest: &str| Copy {
+        exclude: patterns.iter().map(|p| p.to_string()).collect(),
+        ..copy(src, dest)
+    };
+    let stats = stat_cache(r);
+    let images = excluding(&["*/*.png", "*/*.jpeg"], "/", "/1");
+    let before = fileop::checksum(&tree, &images, &stats).unwrap();
+    apply(r, &tree, images.clone()).unwrap();
+    for (path, present) in
+        [("1/dir1/file-101.png", false), ("1/dir1/file-102.txt", true), ("1/dir2/file-202.jpeg", false)]
+    {
+        assert_eq!(r.join(path).exists(), present, "{path}");
+    }
+    write(&c.join("dir1/file-101.png"), "changed but excluded");
+    assert_eq!(fileop::checksum(&tree, &images, &stats).unwrap(), before);
+
+    let only_mpeg = excluding(&["*.mp3", "*.jpeg", "*.png", "*.pdf", "*.txt"], "/dir*", "/4/");
+    apply(r, &tree, only_mpeg).unwrap();
+    let names: Vec<_> = fs::read_dir(r.join("4")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["file-302.mpeg"]);
+    apply(r, &tree, excluding(&["*"], "/dir*", "/6")).unwrap();
+    assert_eq!(fs::read_dir(r.join("6")).unwrap().count(), 0, "everything excluded: an empty directory");
 }

@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kiln_runner::user::UserError;
 use rustix::fs::{Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
@@ -134,7 +135,15 @@ pub(crate) fn open_parent<'p>(root: &Root, rel: &'p Path) -> Result<(OwnedFd, &'
 pub(crate) fn mkdir(rootfs: &Path, path: &str, mode: u32, make_parents: bool, user: &str) -> Result<(), FileOpError> {
     let root = Root::open(rootfs)?;
     let rel = relative(path);
-    let owner = owner(rootfs, user)?;
+    let owner = match owner(rootfs, user) {
+        // BuildKit's `readUser` silently uses 0 for a USER its image does not list; a WORKDIR
+        // must not fail where BuildKit builds (only `--chown` names are checked strictly).
+        Err(FileOpError::Owner { source: UserError::UnknownUser { .. } | UserError::UnknownGroup { .. }, .. }) => {
+            tracing::warn!(user, path, "WORKDIR owner is not in the image's /etc/passwd or /etc/group; using root");
+            (0, 0)
+        }
+        resolved => resolved?,
+    };
     if make_parents {
         return mkdir_all(&root, &rel, owner, mode & 0o777).map(drop);
     }

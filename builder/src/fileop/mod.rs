@@ -54,7 +54,7 @@
 //!   mtimes, no `--chmod`, `.wh.` files extracted as plain files, entries escaping the
 //!   extraction root refused, device entries refused.
 //! - WORKDIR (`Mkdir`): `MkdirAll` with the mode; created directories owned by the stage's USER
-//!   (as `llb.Mkdir(.., WithUser)`). `Mkfile`: written to a temp file and renamed into place,
+//!   (as `llb.Mkdir(.., WithUser)`; a USER name the image does not list owns as root, as BuildKit). `Mkfile`: written to a temp file and renamed into place,
 //!   root-owned, the parent must exist.
 //!
 //! Not supported yet (fail with an error naming them): `COPY --parents` (include patterns).
