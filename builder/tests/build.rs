@@ -344,3 +344,44 @@ fn outputs_targets_and_dockerfile_sources() {
     k.ok(&["build", "-q", "-f", outside.to_str().unwrap(), "-t", "outside:1", ctx]);
     assert!(k.ok(&["run", "outside:1", "cat", "/h"]).starts_with("#!/bin/sh"));
 }
+
+#[test]
+fn add_downloads_urls_and_verifies_checksums() {
+    let k = kiln();
+    let server = kiln_testkit::http::FileServer::start(vec![("/files/tool.sh", b"#!/bin/sh\necho tool\n".to_vec())]);
+    let url = format!("{}/files/tool.sh", server.url());
+    let good = "sha256:5c3a4a7d4a6de2e2fe0b50b1df3e0d8c4d6b4de4e7a3d4cbd9b0d53e2c4d1234";
+    let dir = k.path("add-url");
+    fs::create_dir_all(&dir).unwrap();
+
+    // The real digest of the body, as a user would compute it with sha256sum.
+    let digest = {
+        let out = std::process::Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(b"#!/bin/sh\necho tool\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        format!("sha256:{}", String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap())
+    };
+    fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM busybox\nADD {url} /opt/\nADD --checksum={digest} {url} /verified/tool.sh\n"),
+    )
+    .unwrap();
+    let root = rootfs(&k, &dir, &[]);
+    assert_eq!(read(&root.join("opt/tool.sh")), "#!/bin/sh\necho tool\n");
+    let meta = fs::metadata(root.join("verified/tool.sh")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600, "downloads are 0600, as BuildKit makes them");
+    assert_eq!(meta.mtime(), 784111777, "the mtime is the server's Last-Modified");
+
+    fs::write(dir.join("Dockerfile"), format!("FROM busybox\nADD --checksum={good} {url} /x\n")).unwrap();
+    let err = k.fails(&["build", dir.to_str().unwrap()]);
+    assert!(err.contains("checksum mismatch") && err.contains("Dockerfile:2"), "{err}");
+    fs::write(dir.join("Dockerfile"), format!("FROM busybox\nADD {}/missing /x\n", server.url())).unwrap();
+    let err = k.fails(&["build", dir.to_str().unwrap()]);
+    assert!(err.contains("404") && err.contains("/missing"), "{err}");
+}

@@ -781,7 +781,7 @@ impl<'a> Lowerer<'a> {
                     None => (src.clone(), String::new()),
                 };
                 let git = Source::Git { remote, reference, keep_git_dir: p.keep_git_dir };
-                let from = self.graph.add(Op::Source(git), format!("ADD {src}"));
+                let from = self.graph.add_at(Op::Source(git), format!("ADD {src}"), Some(ins.pos));
                 actions.push(FileAction::Copy(Copy { from, src: "/".into(), ..template.clone() }));
             } else if is_http(src) {
                 if !is_add {
@@ -791,7 +791,7 @@ impl<'a> Lowerer<'a> {
                 let base = path.splitn(4, '/').nth(3).and_then(|p| p.rsplit('/').next()).unwrap_or("");
                 let filename = if base.is_empty() || base == "." { "__unnamed__".to_owned() } else { base.to_owned() };
                 let http = Source::Http { url: src.clone(), checksum: checksum.clone(), filename: filename.clone() };
-                let from = self.graph.add(Op::Source(http), format!("ADD {src}"));
+                let from = self.graph.add_at(Op::Source(http), format!("ADD {src}"), Some(ins.pos));
                 actions.push(FileAction::Copy(Copy { from, src: filename, ..template.clone() }));
             } else {
                 let (src_path, include) = if p.parents {

@@ -7,6 +7,7 @@
 //! runs the kiln binary against a store of the test's own.
 
 pub mod busybox;
+pub mod http;
 pub mod kiln;
 pub mod registry;
 pub mod skopeo;

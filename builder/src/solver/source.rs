@@ -1,11 +1,14 @@
 //! Source vertices: the empty filesystem, the build context, and base images (loaded from
 //! the store, where resolving them put them, or pulled when they are gone).
 
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use kiln_frontend::graph::{Digest as VertexDigest, Source};
+use kiln_store::Digest;
 use kiln_store::image::Image;
-use kiln_store::registry::{NoProgress, Reference};
+use kiln_store::registry::{NoProgress, Reference, fetch_url};
 
 use super::{Output, Solved, Solver};
 
@@ -25,10 +28,46 @@ impl Solver {
                 let (image, cached) = self.base_image(handle, reference)?;
                 Ok(Solved { key, output: Output::Fs { layers: image.layers, own: None }, cached })
             }
-            Source::Http { .. } | Source::Git { .. } => {
-                Err("this source is not supported yet (see `kiln build`'s documentation)".to_owned())
+            Source::Http { url, checksum, filename } => {
+                self.download(handle, digest, url, checksum.as_deref(), filename)
             }
+            Source::Git { .. } => Err("ADD from a git repository is not supported yet".to_owned()),
         }
+    }
+
+    /// `ADD <url>`: the file downloaded alone into a temp dir, as BuildKit stores it: mode
+    /// 0600, mtime from `Last-Modified`. Its cache key is its content's digest, so a changed
+    /// download changes the keys of the steps that copy it; `--checksum` is verified.
+    fn download(
+        &self,
+        handle: &tokio::runtime::Handle,
+        digest: &VertexDigest,
+        url: &str,
+        checksum: Option<&str>,
+        filename: &str,
+    ) -> Result<Solved, String> {
+        let expected =
+            checksum.map(|c| c.parse::<Digest>().map_err(|e| format!("invalid checksum {c:?}: {e}"))).transpose()?;
+        let tmp = self.store.blobs().tmp_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("download-")
+            .tempdir_in(tmp)
+            .map_err(|e| format!("creating a download directory in {}: {e}", tmp.display()))?;
+        let path = dir.path().join(filename);
+        let mut file = File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let fetched = handle.block_on(fetch_url(self.registry.options(), url, &mut file)).map_err(|e| e.to_string())?;
+        if let Some(expected) = expected
+            && expected != fetched.digest
+        {
+            return Err(format!("checksum mismatch: expected {expected}, downloaded {}", fetched.digest));
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("setting the mode of {}: {e}", path.display()))?;
+        if let Some(modified) = fetched.last_modified {
+            file.set_modified(modified).map_err(|e| format!("setting the mtime of {}: {e}", path.display()))?;
+        }
+        let key = Digest::of(format!("{digest}\n{}", fetched.digest).as_bytes()).to_string();
+        Ok(Solved { key: Some(key), output: Output::Download(Arc::new(dir)), cached: false })
     }
 
     /// The image `reference` (pinned by digest when the resolver found it) from the store,

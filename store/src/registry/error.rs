@@ -65,6 +65,9 @@ pub enum RegistryError {
     /// A configuration file (registries.json, certs.d, docker config.json) is unusable.
     #[error("{}: {message}", path.display())]
     Config { path: PathBuf, message: String },
+    /// A plain download (`ADD https://…`) failed.
+    #[error("downloading {url} failed: {cause}")]
+    Fetch { url: String, cause: RemoteCause },
     /// A background task failed (a panic or runtime shutdown).
     #[error("internal error during {0}")]
     Task(String),

@@ -21,6 +21,7 @@
 
 pub mod auth;
 mod error;
+mod fetch;
 mod progress;
 mod pull;
 mod push;
@@ -34,6 +35,7 @@ use oci_client::RegistryOperation;
 use oci_client::secrets::RegistryAuth;
 
 pub use error::{RegistryError, RemoteCause, RetryPolicy};
+pub use fetch::{Fetched, fetch_url};
 pub use progress::{BlobOutcome, NoProgress, Progress};
 pub use pull::PulledImage;
 pub use reference::Reference;

@@ -107,7 +107,7 @@ pub(crate) fn is_loopback(host: &str) -> bool {
 }
 
 /// Installs ring as rustls's process-wide provider (reqwest is built without one).
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Fails only if another provider was installed first, which is as good.
@@ -183,6 +183,13 @@ fn http_client(tls: &Tls<'_>, host: &str) -> Result<reqwest::Client, RegistryErr
         registry: host.to_owned(),
         cause: RemoteCause::Protocol(error_chain(&e)),
     })
+}
+
+/// A plain HTTP client for `host` with the TLS setup a registry on it would get (for
+/// downloads that are not registry requests).
+pub(crate) fn http_client_for(options: &RegistryOptions, host: &str) -> Result<reqwest::Client, RegistryError> {
+    let roots = extra_roots(&options.certs_dir, host)?;
+    http_client(&Tls { roots: &roots, accept_invalid: options.is_insecure(host) }, host)
 }
 
 fn oci_client(tls: &Tls<'_>, host: &str, https: bool) -> Result<oci_client::Client, RegistryError> {
