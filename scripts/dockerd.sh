@@ -50,6 +50,10 @@ start)
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   echo '{}' >"$dir/daemon.json"
+  # One start at a time on this machine: dockerd 20.10 creates /etc/docker/key.json on its first
+  # start, and two first starts at once can read each other's half-written key and fail.
+  exec 9>/tmp/kiln-dockerd-start.lock
+  flock 9
   sock="$dir/docker.sock"
   # setsid: the daemon outlives this script and the caller's terminal signals; all of its output goes
   # to the log so a caller reading our stdout is not held open by it.
@@ -63,7 +67,7 @@ start)
     --bridge=none \
     --exec-opt native.cgroupdriver=cgroupfs \
     --storage-driver "${DOCKERD_STORAGE_DRIVER:-overlay2}" \
-    "$@" >"$dir/dockerd.log" 2>&1 </dev/null &
+    "$@" >"$dir/dockerd.log" 2>&1 </dev/null 9>&- &
   launched=$!
   for _ in $(seq 1 120); do
     if /usr/bin/docker -H "unix://$sock" version >/dev/null 2>&1; then
