@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -346,6 +346,9 @@ struct Case {
     /// Paths (relative to `/`) where buildah is known to differ in this case, each explained
     /// where the case is set up and in DIFFERENCES.md.
     buildah_exceptions: &'static [&'static str],
+    /// A base image every builder first builds from this Dockerfile (same context) under this
+    /// name, for a case whose `FROM` needs one (ONBUILD triggers).
+    parent: Option<(&'static str, PathBuf)>,
 }
 
 fn case_dir(name: &str) -> PathBuf {
@@ -360,6 +363,10 @@ fn build_all(k: &Kiln, case: &Case) -> (Image, Built, Built) {
     let base = k.path("busybox-docker.tar");
     k.ok(&["save", "--format", "docker", "-o", base.to_str().unwrap(), "busybox:latest"]);
 
+    let parent = case.parent.as_ref().map(|(tag, file)| (*tag, file.to_str().unwrap()));
+    if let Some((parent_tag, parent_file)) = parent {
+        k.ok(&["build", "-q", "--network", "none", "-t", parent_tag, "-f", parent_file, ctx]);
+    }
     let tag = format!("diff-{}:kiln", case.name);
     k.ok(&["build", "--progress", "plain", "--network", "none", "-t", &tag, "-f", file, ctx]);
     let kiln_archive = k.path("kiln.tar");
@@ -382,6 +389,9 @@ fn build_all(k: &Kiln, case: &Case) -> (Image, Built, Built) {
 
     let dockerd = Dockerd::start(&[]);
     dockerd.load(&base);
+    if let Some((parent_tag, parent_file)) = parent {
+        dockerd.ok(&["build", "-q", "--network", "none", "-t", parent_tag, "-f", parent_file, ctx]);
+    }
     let docker_tag = format!("diff-{}:docker", case.name);
     dockerd.ok(&["build", "--network", "none", "--progress", "plain", "-t", &docker_tag, "-f", file, ctx]);
     let docker_archive = k.path("docker.tar");
@@ -391,6 +401,9 @@ fn build_all(k: &Kiln, case: &Case) -> (Image, Built, Built) {
 
     let buildah = Buildah::new();
     buildah.load(&base);
+    if let Some((parent_tag, parent_file)) = &case.parent {
+        buildah.build(parent_tag, parent_file, &case.context, &[]);
+    }
     let buildah_tag = format!("localhost/diff-{}:buildah", case.name);
     buildah.build(&buildah_tag, &case.dockerfile, &case.context, &[]);
     let buildah_archive = k.path("buildah.tar");
@@ -466,7 +479,13 @@ fn buildah_documented(kiln_volumes: &[String], path: &str, kiln: Option<&Node>, 
 #[test]
 fn demo_matches_docker_and_buildah() {
     let dir = case_dir("demo");
-    compare(Case { name: "demo", dockerfile: dir.join("Dockerfile"), context: dir, buildah_exceptions: &[] });
+    compare(Case {
+        name: "demo",
+        dockerfile: dir.join("Dockerfile"),
+        context: dir,
+        buildah_exceptions: &[],
+        parent: None,
+    });
 }
 
 /// DIFFERENCES.md "heredocs": dockerd 20.10's frontend predates them, so every builder gets the
@@ -483,7 +502,7 @@ fn instructions_match_docker_and_buildah() {
     let scratch = tempfile::tempdir().unwrap();
     let dockerfile = scratch.path().join("Dockerfile.docker-20.10");
     fs::write(&dockerfile, original.replace(heredoc, plain)).unwrap();
-    compare(Case { name: "instructions", dockerfile, context: dir, buildah_exceptions: &[] });
+    compare(Case { name: "instructions", dockerfile, context: dir, buildah_exceptions: &[], parent: None });
 }
 
 #[test]
@@ -497,5 +516,75 @@ fn filesystem_details_match_docker_and_buildah() {
         // whose hard link /tree/hard lies in a lower layer. On overlay snapshots (BuildKit, kiln)
         // the copy-up splits the link and /tree/hard keeps "a\n"; buildah's keeps the link.
         buildah_exceptions: &["opt/tools/tree/hard"],
+        parent: None,
     });
+}
+
+#[test]
+fn onbuild_triggers_match_docker_and_buildah() {
+    let dir = case_dir("onbuild");
+    compare(Case {
+        name: "onbuild",
+        dockerfile: dir.join("Dockerfile"),
+        parent: Some(("onbuild-parent:1", dir.join("parent.Dockerfile"))),
+        context: dir,
+        buildah_exceptions: &[],
+    });
+}
+
+/// The layer model the comparisons rest on: whiteouts, opaque dirs, replacements, hard links.
+#[test]
+fn layers_apply_with_oci_whiteouts() {
+    fn layer(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(*kind);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+            if *kind == tar::EntryType::Link || *kind == tar::EntryType::Symlink {
+                h.set_link_name(data).unwrap();
+                h.set_size(0);
+                b.append_data(&mut h, path, io::empty()).unwrap();
+            } else {
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, data.as_bytes()).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+    use tar::EntryType::{Directory as D, Link as L, Regular as R, Symlink as S};
+    let mut tree = Tree::new();
+    apply_layer(
+        &mut tree,
+        &layer(&[
+            ("d/", D, ""),
+            ("d/a", R, "a"),
+            ("d/sub/", D, ""),
+            ("d/sub/b", R, "b"),
+            ("o/", D, ""),
+            ("o/x", R, "x"),
+            ("f", R, "f"),
+        ])[..],
+        "lower",
+    );
+    apply_layer(
+        &mut tree,
+        &layer(&[
+            ("d/.wh.sub", R, ""),
+            ("o/.wh..wh..opq", R, ""),
+            ("o/y", R, "y"),
+            ("f/", D, ""),
+            ("h", L, "d/a"),
+            ("l", S, "d/a"),
+        ])[..],
+        "upper",
+    );
+    let paths: Vec<&str> = tree.keys().map(String::as_str).collect();
+    assert_eq!(paths, ["d", "d/a", "f", "h", "l", "o", "o/y"]);
+    assert_eq!(tree["h"], tree["d/a"], "a hard link reads as its target");
+    assert_eq!(tree["f"].kind, Kind::Dir);
+    assert_eq!(tree["l"].kind, Kind::Symlink { target: "d/a".into() });
 }
