@@ -34,6 +34,7 @@ pub(crate) fn copy(rootfs: &Path, tree: &SourceTree<'_>, c: &Copy) -> Result<(),
         chmod,
         links: HashMap::new(),
         dir_times: Vec::new(),
+        parent: None,
     };
     for m in &matches {
         dest::mkdir_all(&root, &ensure, created_owner, CREATED_DIR_MODE)?;
@@ -66,6 +67,8 @@ struct Copier<'a> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Directories whose times are set once everything below them is written.
     dir_times: Vec<(PathBuf, Timestamps)>,
+    /// The last destination directory entries were created in.
+    parent: Option<(PathBuf, OwnedFd)>,
 }
 
 fn times_of(meta: &std::fs::Metadata) -> Timestamps {
@@ -90,16 +93,29 @@ impl Copier<'_> {
     }
 
     fn entry(&mut self, m: &Match, e: &Entry, to: &Path, top: bool) -> Result<(), FileOpError> {
-        let src_rel = m.tree_path(e);
-        let src_host = self.src.host.join(&src_rel);
-        let meta = &e.meta;
         if to.as_os_str().is_empty() {
             // Contents copied into the rootfs's `/`: it exists and keeps its metadata.
             return Ok(());
         }
-        let (parent, name) = dest::open_parent(self.root, to)?;
+        let parent_rel = parent(to);
+        // Entries come parents first, by directory: consecutive entries mostly share a parent.
+        let parent = match self.parent.take() {
+            Some((rel, fd)) if rel == parent_rel => fd,
+            _ => open_in_root(&self.root.fd, &parent_rel, DIR)
+                .map_err(|e| FileOpError::io("open directory", shown(&parent_rel))(e.into()))?,
+        };
+        let result = self.entry_in(&parent, m, e, to, top);
+        self.parent = Some((parent_rel, parent));
+        result
+    }
+
+    fn entry_in(&mut self, parent: &OwnedFd, m: &Match, e: &Entry, to: &Path, top: bool) -> Result<(), FileOpError> {
+        let src_rel = m.tree_path(e);
+        let src_host = self.src.host.join(&src_rel);
+        let meta = &e.meta;
+        let name = to.file_name().unwrap_or_default();
         let io = |op: &str| FileOpError::io(op.to_owned(), shown(to));
-        let existing = match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        let existing = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Some(st),
             Err(Errno::NOENT) => None,
             Err(err) => return Err(io("stat")(err.into())),
@@ -109,15 +125,14 @@ impl Copier<'_> {
         if ft.is_dir() {
             let created = match existing_dir {
                 None => {
-                    rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700))
-                        .map_err(|e| io("mkdir")(e.into()))?;
+                    rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(|e| io("mkdir")(e.into()))?;
                     true
                 }
                 Some(true) => false,
                 Some(false) => return Err(FileOpError::NotADirectory(shown(to).display().to_string())),
             };
             if created || !top {
-                self.set_meta(&parent, name, meta, &src_host, to, false)?;
+                self.set_meta(parent, name, meta, &src_host, to, false)?;
                 self.dir_times.push((to.to_path_buf(), times_of(meta)));
             } else if let Some(st) = existing {
                 // The existing destination keeps its metadata; writing into it must not change its times.
@@ -132,7 +147,7 @@ impl Copier<'_> {
         }
         match existing_dir {
             Some(true) => return Err(FileOpError::ReplaceDirectory(shown(to).display().to_string())),
-            Some(false) => rustix::fs::unlinkat(&parent, name, AtFlags::empty()).map_err(|e| io("remove")(e.into()))?,
+            Some(false) => rustix::fs::unlinkat(parent, name, AtFlags::empty()).map_err(|e| io("remove")(e.into()))?,
             None => {}
         }
         let create = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -140,11 +155,11 @@ impl Copier<'_> {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.links.get(&key).filter(|_| meta.nlink() > 1) {
                 let (first_parent, first_name) = dest::open_parent(self.root, first)?;
-                rustix::fs::linkat(&first_parent, first_name, &parent, name, AtFlags::empty())
+                rustix::fs::linkat(&first_parent, first_name, parent, name, AtFlags::empty())
                     .map_err(|e| io("create hard link")(e.into()))?;
             } else {
                 let mut from = self.src.open_file(&src_rel).map_err(FileOpError::io("open", &src_host))?;
-                let fd = rustix::fs::openat(&parent, name, create, Mode::from_raw_mode(0o600))
+                let fd = rustix::fs::openat(parent, name, create, Mode::from_raw_mode(0o600))
                     .map_err(|e| io("create file")(e.into()))?;
                 let mut out = std::fs::File::from(fd);
                 std::io::copy(&mut from, &mut out).map_err(io("copy into"))?;
@@ -154,18 +169,18 @@ impl Copier<'_> {
             }
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&src_host).map_err(FileOpError::io("read link", &src_host))?;
-            rustix::fs::symlinkat(target.as_os_str(), &parent, name).map_err(|e| io("create symlink")(e.into()))?;
+            rustix::fs::symlinkat(target.as_os_str(), parent, name).map_err(|e| io("create symlink")(e.into()))?;
         } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
             let kind = FileType::from_raw_mode(meta.mode());
-            rustix::fs::mknodat(&parent, name, kind, Mode::from_raw_mode(0o600), meta.rdev())
+            rustix::fs::mknodat(parent, name, kind, Mode::from_raw_mode(0o600), meta.rdev())
                 .map_err(|e| io("create device")(e.into()))?;
         } else {
             // A socket: BuildKit's context transfer turns it into an empty regular file.
-            rustix::fs::openat(&parent, name, create, Mode::from_raw_mode(0o600))
+            rustix::fs::openat(parent, name, create, Mode::from_raw_mode(0o600))
                 .map_err(|e| io("create file")(e.into()))?;
         }
-        self.set_meta(&parent, name, meta, &src_host, to, ft.is_symlink())?;
-        rustix::fs::utimensat(&parent, name, &times_of(meta), AtFlags::SYMLINK_NOFOLLOW)
+        self.set_meta(parent, name, meta, &src_host, to, ft.is_symlink())?;
+        rustix::fs::utimensat(parent, name, &times_of(meta), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| io("set times of")(e.into()))
     }
 
