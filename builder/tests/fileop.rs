@@ -483,12 +483,41 @@ fn workdir_and_inline_files() {
 }
 
 #[test]
-fn parents_is_refused_until_supported() {
-    let ctx = wildcard_context();
+fn parents_keeps_the_matched_paths_and_the_directories_leading_to_them() {
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    write(&c.join("x/a/file.txt"), "a");
+    write(&c.join("x/b/file.txt"), "b");
+    write(&c.join("x/b/other.md"), "no");
+    write(&c.join("x/c/nothing.md"), "no");
+    write(&c.join("y/keep/deep/f"), "deep");
+    fs::set_permissions(c.join("x/a"), fs::Permissions::from_mode(0o700)).unwrap();
+    let tree = context(c);
     let rootfs = tempfile::tempdir().unwrap();
-    let c = Copy { include_patterns: vec!["sub/**".into()], ..copy("/", "/") };
-    let err = apply(rootfs.path(), &context(ctx.path()), c).unwrap_err().to_string();
-    assert!(err.contains("COPY --parents is not supported yet"), "{err}");
+    let r = rootfs.path();
+    // `COPY --parents x/*/file.txt y/keep /dest/` as the frontend lowers it.
+    let parents = |src: &str, pattern: &str| Copy { include_patterns: vec![pattern.into()], ..copy(src, "/dest/") };
+    apply(r, &tree, parents("/", "x/*/file.txt")).unwrap();
+    apply(r, &tree, parents("/", "y/keep")).unwrap();
+    assert_eq!(read(&r.join("dest/x/a/file.txt")), "a");
+    assert_eq!(read(&r.join("dest/x/b/file.txt")), "b");
+    assert_eq!(read(&r.join("dest/y/keep/deep/f")), "deep", "a matched directory brings everything below it");
+    assert!(!r.join("dest/x/b/other.md").exists() && !r.join("dest/x/c").exists());
+    assert_eq!(mode(&r.join("dest/x/a")), 0o700, "parents are copies of the source directories");
+    // A pivot: `COPY --parents x/./a/file.txt /dest2/`.
+    apply(r, &tree, Copy { dest: "/dest2/".into(), ..parents("/x", "a/file.txt") }).unwrap();
+    assert_eq!(read(&r.join("dest2/a/file.txt")), "a");
+    // A path without wildcards must exist.
+    let err = apply(r, &tree, parents("/", "x/missing.txt")).unwrap_err().to_string();
+    assert_eq!(err, r#""/x/missing.txt": not found"#);
+    // The checksum covers only what is selected.
+    let stats = stat_cache(r);
+    let sel = parents("/", "x/*/file.txt");
+    let before = fileop::checksum(&tree, &sel, &stats).unwrap();
+    write(&c.join("x/b/other.md"), "changed");
+    assert_eq!(fileop::checksum(&tree, &sel, &stats).unwrap(), before);
+    write(&c.join("x/a/file.txt"), "changed");
+    assert_ne!(fileop::checksum(&tree, &sel, &stats).unwrap(), before);
 }
 
 #[test]

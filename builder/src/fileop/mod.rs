@@ -1,7 +1,7 @@
 //! File actions of the build graph (COPY, ADD, WORKDIR, inline files) and the content
 //! checksums that put exactly the files a COPY selects into its cache key.
 //!
-//! What a [`Copy`] selects is decided once, by `select::select`, for both [`checksum`] (the
+//! What a [`Copy`](kiln_frontend::graph::Copy) selects is decided once, by `select::select`, for both [`checksum`] (the
 //! cache key) and [`apply`] (the copy): the same wildcard expansion, symlink resolution,
 //! `.dockerignore` and `--exclude` filtering, so a cache key always covers exactly the files a
 //! copy would write.
@@ -57,7 +57,11 @@
 //!   (as `llb.Mkdir(.., WithUser)`; a USER name the image does not list owns as root, as BuildKit). `Mkfile`: written to a temp file and renamed into place,
 //!   root-owned, the parent must exist.
 //!
-//! Not supported yet (fail with an error naming them): `COPY --parents` (include patterns).
+//! - `COPY --parents` (`include_patterns`, relative to the source before the `/./` pivot): only
+//!   entries matching a pattern (or below a matching directory) are copied, with the source
+//!   directories leading to them; a pattern without wildcards must match (BuildKit's
+//!   `RequiredPaths`). `--exclude` patterns apply to paths below each match, as fsutil's.
+//!
 //! `COPY --link` is applied as a plain copy onto the rootfs (same files in the common case;
 //! BuildKit copies onto scratch and merges, so symlinked destinations differ).
 
@@ -74,7 +78,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use kiln_frontend::dockerignore::{DockerIgnore, IgnoreError};
-use kiln_frontend::graph::{Copy, FileAction};
+use kiln_frontend::graph::FileAction;
 
 pub use checksum::checksum;
 pub use statcache::StatCache;
@@ -137,14 +141,6 @@ pub enum FileOpError {
     /// A `--exclude` pattern is malformed.
     #[error("--exclude: {0}")]
     Pattern(#[from] IgnoreError),
-    /// An option this implementation does not handle yet.
-    #[error("{what} is not supported yet (source {path:?})")]
-    Unsupported {
-        /// The option, e.g. `COPY --parents`.
-        what: &'static str,
-        /// The source it was given for.
-        path: String,
-    },
     /// A tar entry of an ADD archive was refused or could not be extracted.
     #[error("ADD {archive}: tar entry {entry:?}: {reason}")]
     Archive {
@@ -182,12 +178,4 @@ pub fn apply(rootfs: &Path, action: &FileAction, source: Option<&SourceTree<'_>>
         FileAction::Mkdir { path, mode, make_parents, user } => dest::mkdir(rootfs, path, *mode, *make_parents, user),
         FileAction::Mkfile { path, mode, content } => dest::mkfile(rootfs, path, *mode, content.as_bytes()),
     }
-}
-
-/// Rejects the options this module does not implement, before anything is read or written.
-fn check_supported(copy: &Copy) -> Result<(), FileOpError> {
-    if !copy.include_patterns.is_empty() {
-        return Err(FileOpError::Unsupported { what: "COPY --parents", path: copy.src.clone() });
-    }
-    Ok(())
 }

@@ -13,7 +13,7 @@ use kiln_frontend::graph::Copy;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::{FileOpError, SourceTree, check_supported, glob};
+use super::{FileOpError, SourceTree, glob};
 
 /// Resolution inside a tree or rootfs, as if it were `/`.
 pub(crate) const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
@@ -156,11 +156,13 @@ impl Match {
 
 /// What `copy` selects from `tree`: the matches in copy order, each with its entries.
 pub(crate) fn select(tree: &SourceTree<'_>, copy: &Copy) -> Result<(Root, Vec<Match>), FileOpError> {
-    check_supported(copy)?;
     let root = Root::open(tree.root)?;
-    let exclude =
-        if copy.exclude.is_empty() { None } else { Some(DockerIgnore::from_patterns(&copy.exclude, "--exclude")?) };
-    let filter = Filter { ignore: tree.ignore, exclude: exclude.as_ref() };
+    let compile = |patterns: &[String], flag: &str| {
+        if patterns.is_empty() { Ok(None) } else { DockerIgnore::from_patterns(patterns, flag).map(Some) }
+    };
+    let exclude = compile(&copy.exclude, "--exclude")?;
+    let include = compile(&copy.include_patterns, "--parents")?;
+    let filter = Filter { ignore: tree.ignore, exclude: exclude.as_ref(), include: include.as_ref() };
     let src = format!("/{}", copy.src.trim_start_matches('/'));
     let wildcard = copy.allow_wildcard && src.split('/').any(glob::has_wildcards);
     let sources = if wildcard { expand(&root, &filter, &src)? } else { vec![src] };
@@ -198,15 +200,24 @@ pub(crate) fn select(tree: &SourceTree<'_>, copy: &Copy) -> Result<(Root, Vec<Ma
                 return Err(not_found());
             }
         }
+        // BuildKit's RequiredPaths: a `--parents` path without wildcards must exist.
+        if entries.len() == 1 && is_dir {
+            if let Some(pattern) = copy.include_patterns.iter().find(|p| !p.split('/').any(glob::has_wildcards)) {
+                return Err(FileOpError::NotFound { path: format!("{}/{pattern}", src.trim_end_matches('/')) });
+            }
+        }
         matches.push(Match { src, real, entries });
     }
     Ok((root, matches))
 }
 
-/// `.dockerignore` (on paths in the tree) and `--exclude` (on paths below a match).
+/// `.dockerignore` (on paths in the tree), `--exclude` and `--parents` include patterns (on
+/// paths below a match). A pattern matching a directory covers everything below it, the same
+/// rule for all three (patternmatcher's `MatchesOrParentMatches`).
 struct Filter<'a> {
     ignore: Option<&'a DockerIgnore>,
     exclude: Option<&'a DockerIgnore>,
+    include: Option<&'a DockerIgnore>,
 }
 
 impl Filter<'_> {
@@ -224,7 +235,13 @@ impl Filter<'_> {
         };
         let (a, a_all) = test(self.ignore, Some(real));
         let (b, b_all) = test(self.exclude, rel);
-        (a || b, a_all || b_all)
+        // Not (yet) included: hidden, but what is below may be, so it is walked; a directory
+        // is kept only for what it leads to (fsutil creates such parents lazily).
+        let outside = match (self.include, rel) {
+            (Some(i), Some(p)) => !i.is_excluded(&p.to_string_lossy()),
+            _ => false,
+        };
+        (a || b || outside, a_all || b_all)
     }
 }
 
