@@ -563,3 +563,50 @@ fn exclude_patterns_apply_below_each_match() {
     apply(r, &tree, excluding(&["*"], "/dir*", "/6")).unwrap();
     assert_eq!(fs::read_dir(r.join("6")).unwrap().count(), 0, "everything excluded: an empty directory");
 }
+
+#[test]
+fn wildcard_matches_that_are_symlinks_are_followed() {
+    // BuildKit's testCopySymlinks.
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    write(&c.join("bar"), "bar-contents");
+    symlink("bar", c.join("foo")).unwrap();
+    write(&c.join("sub/lfile"), "lfile-contents");
+    symlink("subfile", c.join("sub/l0")).unwrap();
+    write(&c.join("sub/subfile"), "subfile-contents");
+    symlink("second", c.join("sub/l1")).unwrap();
+    symlink("baz", c.join("sub/second")).unwrap();
+    write(&c.join("sub/baz"), "baz-contents");
+    let rootfs = tempfile::tempdir().unwrap();
+    let r = rootfs.path();
+    let tree = context(c);
+    apply(r, &tree, copy("/foo", "/")).unwrap();
+    apply(r, &tree, copy("/sub/l*", "/alllinks/")).unwrap();
+    assert_eq!(read(&r.join("foo")), "bar-contents");
+    assert!(fs::symlink_metadata(r.join("foo")).unwrap().is_file());
+    assert_eq!(read(&r.join("alllinks/l0")), "subfile-contents");
+    assert_eq!(read(&r.join("alllinks/lfile")), "lfile-contents");
+    assert_eq!(read(&r.join("alllinks/l1")), "baz-contents");
+}
+
+#[test]
+fn dockerignore_exceptions_inside_an_ignored_directory() {
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    write(&c.join("docs/keep.md"), "kept");
+    write(&c.join("docs/drop.md"), "dropped");
+    write(&c.join("docs/sub/drop.txt"), "dropped");
+    write(&c.join("build/out"), "dropped");
+    let ignore = DockerIgnore::parse("docs\n!docs/keep.md\nbuild\n", ".dockerignore").unwrap();
+    let tree = SourceTree { root: c, ignore: Some(&ignore), reset_owner: true };
+    let rootfs = tempfile::tempdir().unwrap();
+    let r = rootfs.path();
+    apply(r, &tree, copy("/", "/ctx/")).unwrap();
+    assert_eq!(read(&r.join("ctx/docs/keep.md")), "kept");
+    assert!(!r.join("ctx/docs/drop.md").exists() && !r.join("ctx/docs/sub").exists());
+    assert!(!r.join("ctx/build").exists());
+    apply(r, &tree, copy("/docs", "/d/")).unwrap();
+    assert_eq!(fs::read_dir(r.join("d")).unwrap().count(), 1);
+    let err = apply(r, &tree, copy("/build", "/b/")).unwrap_err().to_string();
+    assert_eq!(err, r#""/build": not found"#);
+}
