@@ -1,17 +1,20 @@
 //! File actions of the build graph (COPY, ADD, WORKDIR, inline files) and the content
 //! checksums that put exactly the files a COPY selects into its cache key.
 //!
-//! What a [`Copy`](kiln_frontend::graph::Copy) selects is decided once, by `select::select`, for both [`checksum`] (the
-//! cache key) and [`apply`] (the copy): the same wildcard expansion, symlink resolution,
-//! `.dockerignore` and `--exclude` filtering, so a cache key always covers exactly the files a
-//! copy would write.
+//! What a [`Copy`](kiln_frontend::graph::Copy) selects is decided once, by `select::select`,
+//! for both [`checksum`] (the cache key) and [`apply`] (the copy): the same wildcard expansion,
+//! symlink resolution, `.dockerignore`, `--exclude` and `--parents` filtering, so a cache key
+//! always covers exactly the files a copy would write.
 //!
 //! # Confinement (DESIGN.md invariant 3)
 //!
 //! Reads: the path named by a COPY is resolved with `openat2(RESOLVE_IN_ROOT)` against the
 //! source tree, so a symlink pointing out of the context resolves inside it (and usually to
 //! nothing); file contents are opened the same way with `O_NOFOLLOW`. Symlinks inside a copied
-//! directory are copied as symlinks, never followed.
+//! directory are copied as symlinks, never followed. Directory listings and `lstat`s use host
+//! paths below an already resolved directory, so they follow no symlink either (a directory
+//! swapped for a symlink *while* a build reads the tree is not defended against: the context
+//! is the user's own, and other stages' trees are not running anything).
 //! Writes: every destination directory is opened with `RESOLVE_IN_ROOT` against the rootfs
 //! (an image's `/var/run -> /run`, or a hostile `x -> /`, resolve inside the rootfs), and
 //! entries are created relative to that fd by their last component only (`mkdirat`,
@@ -51,12 +54,13 @@
 //! - ADD of a local file that decompresses (gzip, bzip2, xz, zstd, or none) to something with a
 //!   valid first tar header extracts it into the destination (created as a directory), as
 //!   BuildKit's `unpack`/`applyRootArchive`: header owners unless `--chown`, header modes and
-//!   mtimes, no `--chmod`, `.wh.` files extracted as plain files, entries escaping the
-//!   extraction root refused, device entries refused.
-//! - WORKDIR (`Mkdir`): `MkdirAll` with the mode; created directories owned by the stage's USER
-//!   (as `llb.Mkdir(.., WithUser)`; a USER name the image does not list owns as root, as BuildKit). `Mkfile`: written to a temp file and renamed into place,
-//!   root-owned, the parent must exist.
-//!
+//!   mtimes, no `--chmod`, no xattrs, `.wh.` files extracted as plain files, entries escaping
+//!   the extraction root refused, device entries refused. (Docker 20.10's BuildKit kept header
+//!   owners under `--chown` and created devices.)
+//! - WORKDIR (`Mkdir`): `MkdirAll` with the mode; created directories owned by the stage's
+//!   USER (as `llb.Mkdir(.., WithUser)`; a USER name the image does not list owns as root, as
+//!   in BuildKit). `Mkfile`: written to a temp file and renamed into place, root-owned, the
+//!   parent must exist.
 //! - `COPY --parents` (`include_patterns`, relative to the source before the `/./` pivot): only
 //!   entries matching a pattern (or below a matching directory) are copied, with the source
 //!   directories leading to them; a pattern without wildcards must match (BuildKit's

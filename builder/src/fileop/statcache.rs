@@ -3,7 +3,8 @@
 //!
 //! File format (little endian): the magic `KILNSTAT1\n`, a u64 count, then per entry the five
 //! key fields as u64 and the 32-byte sha256 of the content. 72 bytes an entry: 20k entries load
-//! in about a millisecond. Saved atomically (temp file + rename) and only when changed.
+//! in a few milliseconds. Saved atomically (temp file + rename) and only when changed. Entries
+//! are never pruned: a file's old keys stay until the cache file is deleted.
 //!
 //! Racy entries: a file changed within the timestamp granularity of the moment it was hashed
 //! could keep its key while its content changes (git's "racy clean" problem). A hash is not
