@@ -264,6 +264,14 @@ fn stat_cache_hits_skip_reading_and_survive_save_and_load() {
     write(&ctx.path().join("bar.go"), "new");
     assert_ne!(fileop::checksum(&tree, &all, &reloaded).unwrap(), sum);
     assert_eq!(reloaded.files_read(), 1);
+    // Once the change is old enough to be remembered, it replaces the file's entry.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let changed = fileop::checksum(&tree, &all, &reloaded).unwrap();
+    reloaded.save().unwrap();
+    let again = stat_cache(cache.path());
+    assert_eq!(again.len(), 3, "one entry per file, however often it changed");
+    assert_eq!(fileop::checksum(&tree, &all, &again).unwrap(), changed);
+    assert_eq!(again.files_read(), 0);
 
     fs::write(cache.path().join("statcache"), b"garbage").unwrap();
     let corrupt = stat_cache(cache.path());

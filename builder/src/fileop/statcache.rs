@@ -3,8 +3,9 @@
 //!
 //! File format (little endian): the magic `KILNSTAT1\n`, a u64 count, then per entry the five
 //! key fields as u64 and the 32-byte sha256 of the content. 72 bytes an entry: 20k entries load
-//! in a few milliseconds. Saved atomically (temp file + rename) and only when changed. Entries
-//! are never pruned: a file's old keys stay until the cache file is deleted.
+//! in a few milliseconds. Saved atomically (temp file + rename) and only when changed. One entry
+//! per (dev, inode): a changed file's new hash replaces the old one, so the cache does not grow
+//! with edits (entries of deleted files stay until the cache file is removed).
 //!
 //! Racy entries: a file changed within the timestamp granularity of the moment it was hashed
 //! could keep its key while its content changes (git's "racy clean" problem). A hash is not
@@ -27,14 +28,16 @@ const MAGIC: &[u8] = b"KILNSTAT1\n";
 /// How recent (ns) a file's ctime may be for its hash to be remembered.
 const RACY_NS: i128 = 1_000_000_000;
 
-/// (dev, inode, size, mtime ns, ctime ns).
-type Key = [u64; 5];
+/// (dev, inode).
+type Inode = (u64, u64);
+/// (size, mtime ns, ctime ns) and the content sha256 last seen for an inode.
+type Seen = ([u64; 3], [u8; 32]);
 
 /// Persistent cache of file content hashes keyed by (dev, inode, size, mtime ns, ctime ns)
 /// so an unchanged 20k-file context is not re-read. Thread-safe (used from rayon).
 pub struct StatCache {
     path: PathBuf,
-    entries: Mutex<HashMap<Key, [u8; 32]>>,
+    entries: Mutex<HashMap<Inode, Seen>>,
     dirty: AtomicBool,
     reads: AtomicU64,
 }
@@ -65,8 +68,8 @@ impl StatCache {
         {
             let entries = self.lock();
             bytes.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-            for (key, hash) in entries.iter() {
-                for field in key {
+            for ((dev, ino), (rest, hash)) in entries.iter() {
+                for field in [dev, ino].into_iter().chain(rest) {
                     bytes.extend_from_slice(&field.to_le_bytes());
                 }
                 bytes.extend_from_slice(hash);
@@ -96,7 +99,7 @@ impl StatCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, [u8; 32]>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Inode, Seen>> {
         // A panic while holding the lock leaves a consistent map (inserts are atomic).
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -109,14 +112,11 @@ impl StatCache {
         open: impl FnOnce() -> io::Result<File>,
     ) -> io::Result<[u8; 32]> {
         let ns = |s: i64, n: i64| (s as i128 * 1_000_000_000 + n as i128) as u64;
-        let key = [
-            meta.dev(),
-            meta.ino(),
-            meta.size(),
-            ns(meta.mtime(), meta.mtime_nsec()),
-            ns(meta.ctime(), meta.ctime_nsec()),
-        ];
-        if let Some(hash) = self.lock().get(&key) {
+        let inode = (meta.dev(), meta.ino());
+        let stat = [meta.size(), ns(meta.mtime(), meta.mtime_nsec()), ns(meta.ctime(), meta.ctime_nsec())];
+        if let Some((seen, hash)) = self.lock().get(&inode)
+            && *seen == stat
+        {
             return Ok(*hash);
         }
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
@@ -135,14 +135,14 @@ impl StatCache {
         let hash: [u8; 32] = hasher.finalize().into();
         let ctime = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
         if started - ctime >= RACY_NS {
-            self.lock().insert(key, hash);
+            self.lock().insert(inode, (stat, hash));
             self.dirty.store(true, Ordering::Release);
         }
         Ok(hash)
     }
 }
 
-fn parse(bytes: &[u8]) -> Option<HashMap<Key, [u8; 32]>> {
+fn parse(bytes: &[u8]) -> Option<HashMap<Inode, Seen>> {
     let rest = bytes.strip_prefix(MAGIC)?;
     let (count, rest) = rest.split_at_checked(8)?;
     let count = u64::from_le_bytes(count.try_into().ok()?) as usize;
@@ -155,7 +155,7 @@ fn parse(bytes: &[u8]) -> Option<HashMap<Key, [u8; 32]>> {
         for (i, field) in key.iter_mut().enumerate() {
             *field = u64::from_le_bytes(record[i * 8..i * 8 + 8].try_into().ok()?);
         }
-        map.insert(key, record[40..72].try_into().ok()?);
+        map.insert((key[0], key[1]), ([key[2], key[3], key[4]], record[40..72].try_into().ok()?));
     }
     Some(map)
 }
