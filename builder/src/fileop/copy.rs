@@ -80,6 +80,8 @@ fn times_of(meta: &std::fs::Metadata) -> Timestamps {
 
 impl Copier<'_> {
     fn copy_match(&mut self, m: &Match, target: &Path) -> Result<(), FileOpError> {
+        // fsutil keeps hardlinks within one `copy.Copy`, i.e. within one match.
+        self.links.clear();
         for (i, e) in m.entries.iter().enumerate() {
             let to = if e.rel.as_os_str().is_empty() { target.to_path_buf() } else { target.join(&e.rel) };
             self.entry(m, e, &to, i == 0)?;
