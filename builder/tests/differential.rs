@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 use kiln_testkit::buildah::Buildah;
 use kiln_testkit::dockerd::Dockerd;
@@ -47,6 +47,9 @@ impl fmt::Display for Node {
         write!(f, "{:?} mode {:04o} owner {}:{}", self.kind, self.mode, self.uid, self.gid)
     }
 }
+
+/// Whether a difference at a path (kiln's node, the peer's) is a documented, deliberate one.
+type Documented<'a> = dyn Fn(&str, Option<&Node>, Option<&Node>) -> bool + 'a;
 
 /// A root filesystem: paths relative to `/` (no leading slash) to what they are.
 type Tree = BTreeMap<String, Node>;
@@ -146,15 +149,42 @@ fn open_layer(path: &Path) -> Box<dyn Read> {
     let n = File::open(path).and_then(|mut f| f.read(&mut magic)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     if n == 2 && magic == [0x1f, 0x8b] {
-        let child = Command::new("gzip")
+        let mut child = Command::new("gzip")
             .arg("-dc")
             .stdin(file)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("running gzip -dc on {}: {e}", path.display()));
-        Box::new(child.stdout.expect("gzip stdout"))
+        let stdout = child.stdout.take().expect("gzip stdout");
+        Box::new(Gunzip { child, stdout, path: path.to_owned() })
     } else {
         Box::new(file)
+    }
+}
+
+/// `gzip -dc`'s output; at its end, gzip's exit status is checked, so a corrupt layer fails.
+struct Gunzip {
+    child: Child,
+    stdout: ChildStdout,
+    path: PathBuf,
+}
+
+impl Read for Gunzip {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let status = self.child.wait()?;
+            assert!(status.success(), "gzip -dc {} failed: {status}", self.path.display());
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Gunzip {
+    fn drop(&mut self) {
+        // The tar reader may stop before the end (trailing zero blocks): reap gzip anyway.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -298,11 +328,7 @@ struct Built {
 
 /// Lists every difference between kiln's image and a peer's that `documented` does not accept
 /// (`documented(path, kiln's node, peer's node)` is true for a deliberate, listed difference).
-fn tree_differences(
-    kiln: &Tree,
-    peer: &Built,
-    documented: &dyn Fn(&str, Option<&Node>, Option<&Node>) -> bool,
-) -> Vec<String> {
+fn tree_differences(kiln: &Tree, peer: &Built, documented: &Documented<'_>) -> Vec<String> {
     let mut out = Vec::new();
     let mut paths: Vec<&String> = kiln.keys().chain(peer.image.tree.keys()).collect();
     paths.sort();
