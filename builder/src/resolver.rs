@@ -69,7 +69,8 @@ impl ImageResolver for StoreResolver {
             ));
         }
         let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
-        let vertex = format!("resolve {reference}");
+        // A digest like every other vertex id, as tools reading rawjson expect.
+        let vertex = kiln_store::Digest::of(format!("resolve {reference}").as_bytes()).to_string();
         self.progress.event(Event::Started {
             vertex: vertex.clone(),
             name: format!("[internal] load metadata for {reference}"),

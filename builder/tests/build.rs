@@ -385,3 +385,97 @@ fn add_downloads_urls_and_verifies_checksums() {
     let err = k.fails(&["build", dir.to_str().unwrap()]);
     assert!(err.contains("404") && err.contains("/missing"), "{err}");
 }
+
+/// A loopback port nothing listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn independent_stages_run_at_once_and_jobs_limits_them() {
+    let k = kiln();
+    let dir = k.path("rendezvous");
+    fs::create_dir_all(&dir).unwrap();
+    // Stage a waits for stage b to connect: the build only succeeds when both RUN steps are
+    // running at the same time (RUN steps share the host network by default).
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox AS a\nARG PORT\nARG WAIT=60\n\
+         RUN nc -l -p $PORT > /got & for i in $(seq 1 $((WAIT * 10))); do [ -s /got ] && exit 0; sleep 0.1; done; exit 1\n\
+         FROM busybox AS b\nARG PORT\nARG WAIT=60\n\
+         RUN for i in $(seq 1 $((WAIT * 10))); do echo rendezvous | nc 127.0.0.1 $PORT && exit 0; sleep 0.1; done; exit 1\n\
+         FROM busybox\nCOPY --from=a /got /got\nCOPY --from=b /etc/passwd /b-passwd\n",
+    )
+    .unwrap();
+    let port = free_port().to_string();
+    let root = rootfs(&k, &dir, &["--build-arg", &format!("PORT={port}")]);
+    assert_eq!(read(&root.join("got")), "rendezvous\n");
+
+    // With one RUN at a time the two steps cannot meet.
+    let port = free_port().to_string();
+    let err = k.fails(&[
+        "build",
+        "--progress",
+        "plain",
+        "--jobs",
+        "1",
+        "--build-arg",
+        &format!("PORT={port}"),
+        "--build-arg",
+        "WAIT=3",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(err.contains("did not complete successfully"), "{err}");
+}
+
+#[test]
+fn an_interrupted_build_leaves_nothing_behind_and_the_next_build_works() {
+    let k = kiln();
+    let dir = k.path("interrupted");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("Dockerfile"), "FROM busybox\nRUN echo started-long-step && sleep 1000\n").unwrap();
+    for signal in ["INT", "KILL"] {
+        let mut child =
+            k.command(&["build", "--progress", "plain", dir.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+        // Wait until the step's process is running (its output line arrives).
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "no output: {seen}");
+            seen.push_str(&line);
+            if line.contains("started-long-step") && !line.contains("RUN") {
+                break;
+            }
+        }
+        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+        assert!(status.unwrap().success());
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        if signal == "INT" {
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+            assert!(rest.contains("cancelled"), "{rest}");
+        }
+        // The step's processes are gone once kiln is (the sandbox dies with it).
+        let mut gone = false;
+        for _ in 0..100 {
+            let ps = std::process::Command::new("pgrep").args(["-f", "sleep 1000"]).output().unwrap();
+            if ps.stdout.is_empty() {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(gone, "the step's process outlived kiln ({signal})");
+    }
+    // The next build cleans up what the killed one left, and works.
+    fs::write(dir.join("Dockerfile"), "FROM busybox\nRUN echo ok > /ok\n").unwrap();
+    let root = rootfs(&k, &dir, &[]);
+    assert_eq!(read(&root.join("ok")), "ok\n");
+    let mounts = read(Path::new("/proc/self/mountinfo"));
+    assert!(!mounts.contains(k.root().to_str().unwrap()), "{mounts}");
+    let leftovers: Vec<_> =
+        fs::read_dir(k.root().join("tmp/runner")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
