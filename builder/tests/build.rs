@@ -479,3 +479,76 @@ fn an_interrupted_build_leaves_nothing_behind_and_the_next_build_works() {
         fs::read_dir(k.root().join("tmp/runner")).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn stage_chains_image_sources_heredoc_scripts_and_build_flags() {
+    let k = kiln();
+    let context = case("features");
+    // A listener on the host that a `--network=none` step must not reach.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = format!("PORT={}", listener.local_addr().unwrap().port());
+    let flags = ["--build-arg", &port, "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "--compression", "zstd"];
+    let mut args = vec!["build", "-q", "-t", "features:1"];
+    args.extend_from_slice(&flags);
+    args.push(context.to_str().unwrap());
+    k.ok(&args);
+    let root = rootfs(&k, &context, &flags);
+
+    assert_eq!(read(&root.join("base.txt")), "from base\n");
+    assert_eq!(read(&root.join("script.txt")), "script ran as /dev/pipes/EOT\n");
+    assert!(!root.join("dev/pipes").exists(), "the heredoc script is mounted, not committed");
+    let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("usr/local/bin/tool"), 0o755);
+    assert_eq!(mode("notes.txt"), 0o755);
+    assert_eq!(read(&root.join("passwd-from-image")), read(&root.join("etc/passwd")));
+    assert_eq!(read(&root.join("network.txt")), "unreachable\n");
+    drop(listener);
+
+    let image = k.inspect("features:1");
+    let config = &image["Config"];
+    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/bin/cat"]));
+    assert!(config["config"]["Cmd"].is_null(), "a new ENTRYPOINT resets the base's CMD: {config:#}");
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z", "SOURCE_DATE_EPOCH is the creation time");
+    let layers = image["Manifest"]["layers"].as_array().unwrap();
+    // busybox's imported layer keeps its gzip; every layer this build made is zstd.
+    assert!(layers[0]["mediaType"].as_str().unwrap().ends_with("+gzip"));
+    assert!(layers[1..].iter().all(|l| l["mediaType"].as_str().unwrap().ends_with("+zstd")), "{layers:#?}");
+
+    // --no-cache-filter runs the named stage's steps again and reuses the others.
+    let mut filtered = flags.to_vec();
+    filtered.extend_from_slice(&["--no-cache-filter", "child"]);
+    let (ran, cached) = build_steps(&k, &context, &filtered);
+    assert!(ran.iter().any(|s| s.starts_with("[child")), "{ran:?}");
+    assert!(!ran.iter().any(|s| s.starts_with("[base")), "{ran:?}");
+    assert!(cached.iter().any(|s| s.starts_with("[base")), "{cached:?}");
+}
+
+#[test]
+fn pull_re_resolves_base_tags_at_their_registry() {
+    let k = kiln();
+    let registry = Registry::plain();
+    let base = format!("{}/kiln/base:1", registry.host());
+    let dir = k.path("pull");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("Dockerfile"), format!("FROM {base}\nRUN cat /version\n")).unwrap();
+    let push_version = |version: &str| {
+        let ctx = k.path(&format!("base-{version}"));
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("Dockerfile"), format!("FROM busybox\nRUN echo {version} > /version\n")).unwrap();
+        k.ok(&["build", "-q", "-t", &base, "--push", ctx.to_str().unwrap()]);
+    };
+    push_version("v1");
+    k.ok(&["rmi", &base]);
+    // Not in the store: pulled from the registry.
+    let root = rootfs(&k, &dir, &[]);
+    assert_eq!(read(&root.join("version")), "v1\n");
+
+    // The registry's tag moves on; the store's copy is used until --pull asks again.
+    push_version("v2");
+    let ctx_v1 = k.path("base-v1");
+    k.ok(&["build", "-q", "-t", &base, ctx_v1.to_str().unwrap()]);
+    let root = rootfs(&k, &dir, &[]);
+    assert_eq!(read(&root.join("version")), "v1\n");
+    let root = rootfs(&k, &dir, &["--pull"]);
+    assert_eq!(read(&root.join("version")), "v2\n");
+}
