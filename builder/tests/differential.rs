@@ -378,7 +378,7 @@ struct Case {
     /// bug: accepted (and printed) so the suite stays green, to be removed with the fix.
     known_kiln_bugs: &'static [(&'static str, &'static str)],
     /// Build flags all builders get (`--build-arg`, `--target`).
-    flags: &'static [&'static str],
+    flags: Vec<String>,
 }
 
 fn case_dir(name: &str) -> PathBuf {
@@ -398,7 +398,8 @@ fn build_all(k: &Kiln, case: &Case) -> (Image, Built, Built) {
         k.ok(&["build", "-q", "--network", "none", "-t", parent_tag, "-f", parent_file, ctx]);
     }
     let tag = format!("diff-{}:kiln", case.name);
-    let flags = case.flags;
+    let flags: Vec<&str> = case.flags.iter().map(String::as_str).collect();
+    let flags = &flags[..];
     k.ok(&[&["build", "--progress", "plain", "--network", "none", "-t", &tag, "-f", file], flags, &[ctx]].concat());
     let kiln_archive = k.path("kiln.tar");
     k.ok(&["save", "--format", "docker", "-o", kiln_archive.to_str().unwrap(), &tag]);
@@ -550,7 +551,7 @@ fn a_target_stage_with_build_args_matches_docker_and_buildah() {
         buildah_exceptions: &[],
         parent: None,
         known_kiln_bugs: &[],
-        flags: &["--target", "numbers", "--build-arg", "COUNT=3", "--build-arg", "UNUSED=x"],
+        flags: ["--target", "numbers", "--build-arg", "COUNT=3", "--build-arg", "UNUSED=x"].map(String::from).to_vec(),
     });
 }
 
@@ -564,7 +565,7 @@ fn demo_matches_docker_and_buildah() {
         buildah_exceptions: &[],
         parent: None,
         known_kiln_bugs: &[],
-        flags: &[],
+        flags: vec![],
     });
 }
 
@@ -589,7 +590,7 @@ fn instructions_match_docker_and_buildah() {
         buildah_exceptions: &[],
         parent: None,
         known_kiln_bugs: &[],
-        flags: &[],
+        flags: vec![],
     });
 }
 
@@ -606,7 +607,7 @@ fn filesystem_details_match_docker_and_buildah() {
         buildah_exceptions: &["opt/tools/tree/hard"],
         parent: None,
         known_kiln_bugs: &[],
-        flags: &[],
+        flags: vec![],
     });
 }
 
@@ -620,7 +621,7 @@ fn onbuild_triggers_match_docker_and_buildah() {
         context: dir,
         buildah_exceptions: &[],
         known_kiln_bugs: &[],
-        flags: &[],
+        flags: vec![],
     });
 }
 
@@ -698,6 +699,24 @@ fn copy_semantics_match_docker_and_buildah() {
             ("target/archive/pkg/owned.txt", "ADD of a tar ignores a hard-link entry's own mode/owner"),
             ("target/archive/pkg/hard", "ADD of a tar ignores a hard-link entry's own mode/owner"),
         ],
-        flags: &[],
+        flags: vec![],
+    });
+}
+
+#[test]
+fn add_from_urls_matches_docker_and_buildah() {
+    let server = kiln_testkit::http::FileServer::start(vec![
+        ("/files/tool.sh", b"#!/bin/sh\necho tool\n".to_vec()),
+        ("/files/data.tar", fs::read(case_dir("copy-semantics").join("owned.tar")).unwrap()),
+    ]);
+    let dir = case_dir("add-url");
+    compare(Case {
+        name: "add-url",
+        dockerfile: dir.join("Dockerfile"),
+        context: dir,
+        buildah_exceptions: &[],
+        parent: None,
+        known_kiln_bugs: &[],
+        flags: vec!["--build-arg".into(), format!("BASE_URL={}", server.url())],
     });
 }
