@@ -406,6 +406,31 @@ fn add_extracts_local_tars_by_content_and_copies_other_files() {
     // COPY never extracts.
     apply(r, &tree, copy("/gz.bin", "/copied")).unwrap();
     assert!(r.join("copied").is_file());
+    // A hard-link entry's own header owner and mode end on the shared inode (BuildKit).
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut file = tar::Header::new_gnu();
+    file.set_path("owned.txt").unwrap();
+    file.set_size(1);
+    file.set_mode(0o640);
+    file.set_uid(1234);
+    file.set_gid(5678);
+    file.set_cksum();
+    builder.append(&file, &b"o"[..]).unwrap();
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Link);
+    link.set_path("hard").unwrap();
+    link.set_link_name("owned.txt").unwrap();
+    link.set_size(0);
+    link.set_mode(0o644);
+    link.set_cksum();
+    builder.append(&link, &[][..]).unwrap();
+    fs::write(c.join("links.tar"), builder.into_inner().unwrap()).unwrap();
+    apply(r, &tree, add("/links.tar", "/links")).unwrap();
+    assert_eq!((mode(&r.join("links/owned.txt")), owner(&r.join("links/owned.txt"))), (0o644, (0, 0)));
+    assert_eq!(
+        fs::metadata(r.join("links/hard")).unwrap().ino(),
+        fs::metadata(r.join("links/owned.txt")).unwrap().ino()
+    );
     // --chown overrides the archive's owners.
     let owned = Copy { chown: Some("5:6".into()), ..add("/gz.bin", "/owned") };
     apply(r, &tree, owned).unwrap();

@@ -205,6 +205,18 @@ impl Extractor<'_> {
                 let (tparent, tbase) = dest::open_parent(self.root, &target)?;
                 rustix::fs::linkat(&tparent, tbase, &parent, base, AtFlags::empty())
                     .map_err(fail_io("create hard link"))?;
+                // The link's own header owner, mode and times then apply to the shared inode,
+                // as BuildKit's `applyRootArchive` (and moby's archive) do for every entry.
+                let uid = Some(Uid::from_raw(owner.0));
+                let gid = Some(Gid::from_raw(owner.1));
+                rustix::fs::chownat(&parent, base, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(fail_io("set owner"))?;
+                let st = rustix::fs::statat(&parent, base, AtFlags::SYMLINK_NOFOLLOW).map_err(fail_io("stat"))?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
+                    rustix::fs::chmodat(&parent, base, Mode::from_raw_mode(mode), AtFlags::empty())
+                        .map_err(fail_io("set mode"))?;
+                    rustix::fs::utimensat(&parent, base, &times, AtFlags::empty()).map_err(fail_io("set times"))?;
+                }
             }
             other => return Err(self.fail(shown, format!("unsupported tar entry type {other:?}"))),
         }
