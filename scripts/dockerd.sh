@@ -13,6 +13,8 @@
 #   scripts/dockerd.sh pid DIR      prints its pid, fails when it is not running
 #
 # Use the package's own CLI, /usr/bin/docker: another docker CLI on PATH may lack buildx/BuildKit support.
+# Builds and runs need `--network none` (or host): with --bridge=none the default bridge network does
+# not exist, and `DOCKER_BUILDKIT=1 docker build` without it fails with "network bridge not found".
 # DIR should be short (it holds unix sockets, at most 108 bytes a path): a fresh dir under /tmp is fine.
 # Needs root and `scripts/deps.sh` (docker.io). Several such daemons can run at once: dockerd 20.10
 # starts a containerd of its own under --exec-root/--data-root, so nothing is shared with another.
@@ -27,7 +29,7 @@
 #   --config-file DIR/daemon.json    an empty config, so a system /etc/docker/daemon.json changes nothing
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" >&2; exit 2; }
+usage() { sed -n '2,16p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1
 dir=$2
