@@ -29,7 +29,7 @@
 #   --config-file DIR/daemon.json    an empty config, so a system /etc/docker/daemon.json changes nothing
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" >&2; exit 2; }
+usage() { sed -n '2,20p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1
 dir=$2
