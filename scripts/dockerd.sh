@@ -17,7 +17,8 @@
 # not exist, and `DOCKER_BUILDKIT=1 docker build` without it fails with "network bridge not found".
 # DIR should be short (it holds unix sockets, at most 108 bytes a path): a fresh dir under /tmp is fine.
 # Needs root and `scripts/deps.sh` (docker.io). Several such daemons can run at once: dockerd 20.10
-# starts a containerd of its own under --exec-root/--data-root, so nothing is shared with another.
+# starts a containerd of its own under --exec-root/--data-root (it would use a system containerd at
+# /run/containerd/containerd.sock instead, but none runs on these machines: no systemd starts one).
 #
 # Why these flags:
 #   --iptables=false --bridge=none   no host network changes; builds and runs use --network none/host
@@ -29,7 +30,7 @@
 #   --config-file DIR/daemon.json    an empty config, so a system /etc/docker/daemon.json changes nothing
 set -euo pipefail
 
-usage() { sed -n '2,20p' "$0" >&2; exit 2; }
+usage() { sed -n '2,21p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1
 dir=$2
