@@ -11,17 +11,12 @@ use kiln_store::image::Layer;
 use super::{Output, Solved, Solver};
 use crate::fileop::{self, SourceTree};
 
-/// Why kiln cannot run `action` yet, if it cannot (COPY/ADD options of a later issue).
+/// Why kiln cannot run `action` yet, if it cannot.
 pub(super) fn unsupported(action: &FileAction) -> Option<String> {
-    let FileAction::Copy(c) = action else { return None };
-    if c.link {
-        Some("COPY --link is not supported yet".to_owned())
-    } else if !c.include_patterns.is_empty() {
-        Some("COPY --parents is not supported yet".to_owned())
-    } else if !c.exclude.is_empty() {
-        Some("COPY --exclude is not supported yet".to_owned())
-    } else {
-        None
+    match action {
+        // A linked layer must not depend on its parent; applied onto the parent it would.
+        FileAction::Copy(c) if c.link => Some("COPY --link is not supported yet".to_owned()),
+        _ => None,
     }
 }
 

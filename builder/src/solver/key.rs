@@ -41,7 +41,7 @@ struct KeyInput<'a> {
 pub fn stat_cache_path(store_root: &Path, dir: &Path) -> PathBuf {
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     let name = Digest::of(canonical.as_os_str().as_encoded_bytes());
-    store_root.join("context-stats").join(format!("{}.json", name.hex()))
+    store_root.join("context-stats").join(name.hex())
 }
 
 impl Solver {
