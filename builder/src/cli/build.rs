@@ -156,7 +156,7 @@ fn key_values(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, S
     let mut out = BTreeMap::new();
     for item in items {
         match item.split_once('=') {
-            Some((k, _)) if k.is_empty() => bail!("{flag} {item:?}: empty key"),
+            Some(("", _)) => bail!("{flag} {item:?}: empty key"),
             Some((k, v)) => {
                 out.insert(k.to_owned(), v.to_owned());
             }

@@ -42,7 +42,7 @@ pub async fn fetch_url(options: &RegistryOptions, url: &str, out: &mut impl Writ
         .headers()
         .get(reqwest::header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate_parse(v));
+        .and_then(httpdate_parse);
     let mut hasher = Hasher::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
