@@ -40,8 +40,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{ReadableTableMetadata,
-    MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+use redb::{
+    MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 

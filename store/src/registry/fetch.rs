@@ -38,11 +38,8 @@ pub async fn fetch_url(options: &RegistryOptions, url: &str, out: &mut impl Writ
     if !resp.status().is_success() {
         return Err(fail(RemoteCause::from_status(status, b"")));
     }
-    let last_modified = resp
-        .headers()
-        .get(reqwest::header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(httpdate_parse);
+    let last_modified =
+        resp.headers().get(reqwest::header::LAST_MODIFIED).and_then(|v| v.to_str().ok()).and_then(httpdate_parse);
     let mut hasher = Hasher::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
