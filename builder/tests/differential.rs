@@ -374,9 +374,6 @@ struct Case {
     /// A base image every builder first builds from this Dockerfile (same context) under this
     /// name, for a case whose `FROM` needs one (ONBUILD triggers).
     parent: Option<(&'static str, PathBuf)>,
-    /// Paths where kiln is known to differ from both peers by a bug not fixed yet, with the
-    /// bug: accepted (and printed) so the suite stays green, to be removed with the fix.
-    known_kiln_bugs: &'static [(&'static str, &'static str)],
     /// Build flags all builders get (`--build-arg`, `--target`).
     flags: Vec<String>,
 }
@@ -460,14 +457,7 @@ fn compare(case: Case) {
     );
     let mut diffs = Vec::new();
 
-    let known_bug = |path: &str| {
-        let bug = case.known_kiln_bugs.iter().find(|(p, _)| *p == path);
-        if let Some((_, bug)) = bug {
-            eprintln!("KNOWN KILN BUG at /{path}, accepted until fixed: {bug}");
-        }
-        bug.is_some()
-    };
-    diffs.extend(tree_differences(&kiln.tree, &docker, &|path, k, d| docker_documented(path, k, d) || known_bug(path)));
+    diffs.extend(tree_differences(&kiln.tree, &docker, &docker_documented));
     diffs.extend(config_differences(&kiln.config, &docker));
     // DIFFERENCES.md "history of ARG": for an ARG given a --build-arg value, current BuildKit and
     // kiln record the value used; 20.10 records the Dockerfile's default. Compared by name only.
@@ -499,7 +489,7 @@ fn compare(case: Case) {
     let volumes: Vec<String> =
         kiln.config["config"]["Volumes"].as_object().into_iter().flatten().map(|(v, _)| clean(v)).collect();
     diffs.extend(tree_differences(&kiln.tree, &buildah, &|path, k, b| {
-        buildah_documented(&volumes, path, k, b) || case.buildah_exceptions.contains(&path) || known_bug(path)
+        buildah_documented(&volumes, path, k, b) || case.buildah_exceptions.contains(&path)
     }));
     // DIFFERENCES.md "buildah": its history has its own created_by format and one layer per
     // build, so only docker's history is compared.
@@ -551,7 +541,6 @@ fn a_target_stage_with_build_args_matches_docker_and_buildah() {
         context: dir,
         buildah_exceptions: &[],
         parent: None,
-        known_kiln_bugs: &[],
         flags: ["--target", "numbers", "--build-arg", "COUNT=3", "--build-arg", "UNUSED=x"].map(String::from).to_vec(),
     });
 }
@@ -565,7 +554,6 @@ fn demo_matches_docker_and_buildah() {
         context: dir,
         buildah_exceptions: &[],
         parent: None,
-        known_kiln_bugs: &[],
         flags: vec![],
     });
 }
@@ -590,7 +578,6 @@ fn instructions_match_docker_and_buildah() {
         context: dir,
         buildah_exceptions: &[],
         parent: None,
-        known_kiln_bugs: &[],
         flags: vec![],
     });
 }
@@ -607,7 +594,6 @@ fn filesystem_details_match_docker_and_buildah() {
         // the copy-up splits the link and /tree/hard keeps "a\n"; buildah's keeps the link.
         buildah_exceptions: &["opt/tools/tree/hard"],
         parent: None,
-        known_kiln_bugs: &[],
         flags: vec![],
     });
 }
@@ -621,7 +607,6 @@ fn onbuild_triggers_match_docker_and_buildah() {
         parent: Some(("onbuild-parent:1", dir.join("parent.Dockerfile"))),
         context: dir,
         buildah_exceptions: &[],
-        known_kiln_bugs: &[],
         flags: vec![],
     });
 }
@@ -692,14 +677,6 @@ fn copy_semantics_match_docker_and_buildah() {
         context: dir,
         buildah_exceptions: &[],
         parent: None,
-        known_kiln_bugs: &[
-            // owned.tar's hard link pkg/hard → pkg/owned.txt has its own header mode 0644 and
-            // owner 0:0. BuildKit (moby's archive extraction) and buildah chown/chmod every entry
-            // after creating it, hard links included, so the shared inode ends 0644 0:0; kiln's
-            // ADD keeps the target's 0640 1234:5678.
-            ("target/archive/pkg/owned.txt", "ADD of a tar ignores a hard-link entry's own mode/owner"),
-            ("target/archive/pkg/hard", "ADD of a tar ignores a hard-link entry's own mode/owner"),
-        ],
         flags: vec![],
     });
 }
@@ -717,7 +694,6 @@ fn add_from_urls_matches_docker_and_buildah() {
         context: dir,
         buildah_exceptions: &[],
         parent: None,
-        known_kiln_bugs: &[],
         flags: vec!["--build-arg".into(), format!("BASE_URL={}", server.url())],
     });
 }
@@ -731,7 +707,6 @@ fn tar_edge_cases_match_docker_and_buildah() {
         context: dir,
         buildah_exceptions: &[],
         parent: None,
-        known_kiln_bugs: &[],
         flags: vec![],
     });
 }
