@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use kiln_frontend::graph::{Digest as VertexDigest, Exec, Mount, Network};
 use kiln_runner::diff::DiffOptions;
-use kiln_runner::sandbox::{self, Bind, Limits, Outcome, STEP_ONLY_PATHS, Stdio, Stream};
+use kiln_runner::sandbox::{self, Limits, Outcome, STEP_ONLY_PATHS, Stdio, StepMount, Stream};
 use kiln_runner::snapshot::Snapshot;
 use kiln_store::image::Layer;
 
@@ -32,7 +32,7 @@ impl Solver {
                 let snapshot = self.prepare(layers_of(source))?;
                 let source_dir = snapshot.rootfs().join(source_path.trim_start_matches('/'));
                 mounted.push(snapshot);
-                binds.push(Bind { source: source_dir, dest: dest.clone() });
+                binds.push(StepMount::Bind { source: source_dir, dest: dest.clone(), readonly: true });
             }
             let mut snapshot = self.prepare(layers_of(&exec.root))?;
             let run = self.run_in(digest, exec, &snapshot, binds);
@@ -51,7 +51,13 @@ impl Solver {
     }
 
     /// Runs the process of `exec` on `snapshot`.
-    fn run_in(&self, digest: &VertexDigest, exec: &Exec, snapshot: &Snapshot, binds: Vec<Bind>) -> Result<(), String> {
+    fn run_in(
+        &self,
+        digest: &VertexDigest,
+        exec: &Exec,
+        snapshot: &Snapshot,
+        binds: Vec<StepMount>,
+    ) -> Result<(), String> {
         let mut step = sandbox::Exec::new(snapshot.rootfs(), exec.args.clone());
         step.env = exec.env.iter().chain(&exec.proxy_env).cloned().collect();
         step.cwd = exec.cwd.clone();
@@ -62,7 +68,7 @@ impl Solver {
             Network::Host => sandbox::Network::Host,
         };
         step.limits = Limits { memory: self.options.memory, ..Limits::default() };
-        step.binds = binds;
+        step.mounts = binds;
         let vertex = digest.to_string();
         let mut on_output = |event: sandbox::OutputEvent| {
             let stream = match event.stream {

@@ -82,19 +82,34 @@ pub struct Exec {
     pub hostname: String,
     /// Resource limits.
     pub limits: Limits,
-    /// Read-only bind mounts of host directories, in order. The runtime creates a missing
-    /// mount point in the rootfs, where it would stay in the step's diff, so destinations
-    /// should exist or lie under `/dev` (a tmpfs of the step's own).
-    pub binds: Vec<Bind>,
+    /// Mounts over the rootfs for the step's duration (`RUN --mount`, heredoc scripts), in
+    /// order. A mount point the image lacks is created before the step and removed after it,
+    /// so it never reaches the step's diff.
+    pub mounts: Vec<StepMount>,
+    /// Extra environment entries (`KEY=value`) kept out of [`Exec::command`] and of every
+    /// message: secrets exposed as variables.
+    pub secret_env: Vec<String>,
 }
 
-/// A host directory bind-mounted read-only into a step.
+/// A mount a step gets besides its rootfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bind {
-    /// The host directory.
-    pub source: PathBuf,
-    /// The absolute mount point inside the container.
-    pub dest: String,
+pub enum StepMount {
+    /// A host file or directory bind-mounted at `dest`.
+    Bind {
+        /// The host path (a directory, a regular file or a unix socket).
+        source: PathBuf,
+        /// The absolute mount point inside the container.
+        dest: String,
+        /// Mounted read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs at `dest`.
+    Tmpfs {
+        /// The absolute mount point inside the container.
+        dest: String,
+        /// Its size limit in bytes (the kernel's default, half the RAM, when `None`).
+        size: Option<u64>,
+    },
 }
 
 impl Exec {
@@ -109,7 +124,8 @@ impl Exec {
             network: Network::Host,
             hostname: DEFAULT_HOSTNAME.to_owned(),
             limits: Limits::default(),
-            binds: Vec::new(),
+            mounts: Vec::new(),
+            secret_env: Vec::new(),
         }
     }
 

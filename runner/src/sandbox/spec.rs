@@ -14,7 +14,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
-use super::{DEFAULT_PATH, Exec, Network, SandboxError, seccomp};
+use super::{DEFAULT_PATH, Exec, Network, SandboxError, StepMount, seccomp};
 use crate::user::ExecUser;
 
 /// Docker's default capabilities (`docker run` without `--cap-add`), as both the enum and the
@@ -108,6 +108,8 @@ fn environment(exec: &Exec, user: &ExecUser) -> Vec<String> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
+    // The spec lives on the state directory's tmpfs only while the step runs.
+    env.extend(exec.secret_env.iter().cloned());
     env
 }
 
@@ -167,9 +169,20 @@ pub(super) fn build(exec: &Exec, input: &SpecInput<'_>) -> Result<Spec, SandboxE
         let source = utf8(&source, "the state directory")?;
         mounts.push(mount(&format!("/{path}"), "bind", source, &["rbind", "ro", "nosuid", "nodev", "noexec"])?);
     }
-    for bind in &exec.binds {
-        let source = utf8(&bind.source, "the bind mount source")?;
-        mounts.push(mount(&bind.dest, "bind", source, &["rbind", "ro", "nosuid", "nodev"])?);
+    for step_mount in &exec.mounts {
+        mounts.push(match step_mount {
+            StepMount::Bind { source, dest, readonly } => {
+                let source = utf8(source, "the bind mount source")?;
+                let access = if *readonly { "ro" } else { "rw" };
+                mount(dest, "bind", source, &["rbind", access, "nosuid", "nodev"])?
+            }
+            StepMount::Tmpfs { dest, size } => {
+                let size = size.map(|s| format!("size={s}"));
+                let mut options = vec!["nosuid", "nodev", "mode=1777"];
+                options.extend(size.as_deref());
+                mount(dest, "tmpfs", "tmpfs", &options)?
+            }
+        });
     }
 
     let mut namespaces =
