@@ -12,6 +12,9 @@ packages=(
   docker.io         # dockerd 20.10 + BuildKit, the reference of the differential tests (scripts/dockerd.sh)
   buildah           # the differential tests' second opinion
   podman            # interop: pulls and runs what kiln pushes
+  openssh-client    # RUN --mount=type=ssh tests: a real ssh-agent, ssh-add inside the step
+  git               # ADD from git repositories (kiln runs the git CLI)
+  bzip2 xz-utils zstd  # ADD tests make archives of every compression kiln unpacks
   ca-certificates
   curl
 )

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use kiln_builder::build::{BuildError, BuildRequest, build};
 use kiln_builder::progress::{ProgressMode, Renderer};
+use kiln_builder::solver::mounts::SecretSource;
 use kiln_builder::solver::{BuildContext, SolveError, SolveOptions};
 use kiln_frontend::BuildOptions;
 use kiln_frontend::dockerignore::find_ignore_file;
@@ -87,10 +88,10 @@ pub struct BuildArgs {
     /// RUN steps that may run at once (default: the number of CPUs).
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// Build secrets (`id=ID,src=FILE`): not supported yet.
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`.
     #[arg(long, value_name = "SPEC")]
     pub secret: Vec<String>,
-    /// SSH agent forwarding (`default|ID=SOCKET`): not supported yet.
+    /// An ssh agent for `RUN --mount=type=ssh`: `default` (`$SSH_AUTH_SOCK`) or `ID=SOCKET`.
     #[arg(long, value_name = "SPEC")]
     pub ssh: Vec<String>,
     /// OCI runtime for RUN: `embedded` (built in) or a runtime binary such as `runc`.
@@ -170,6 +171,69 @@ fn key_values(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, S
     Ok(out)
 }
 
+/// `--secret` flags, as buildx reads them: `id=ID[,src=FILE|,env=VAR][,type=file|env]`; with
+/// neither source, the environment variable named like the id, else the file named like it.
+fn parse_secrets(flags: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
+    let mut out = BTreeMap::new();
+    for flag in flags {
+        let mut fields = BTreeMap::new();
+        for part in flag.split(',') {
+            let (k, v) =
+                part.split_once('=').with_context(|| format!("--secret {flag:?}: {part:?} is not KEY=VALUE"))?;
+            fields.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+        let id = fields.remove("id").with_context(|| format!("--secret {flag:?}: id= is required"))?;
+        let kind = fields.remove("type");
+        let src = fields.remove("src").or_else(|| fields.remove("source"));
+        let env = fields.remove("env");
+        if let Some(key) = fields.keys().next() {
+            bail!("--secret {flag:?}: unknown option {key:?}");
+        }
+        let source = match (kind.as_deref(), src, env) {
+            (_, Some(_), Some(_)) => bail!("--secret {flag:?}: give src= or env=, not both"),
+            (Some("env"), Some(var), None) | (_, None, Some(var)) => SecretSource::Env(var),
+            (Some("file") | None, Some(path), None) => SecretSource::File(PathBuf::from(path)),
+            (Some("env"), None, None) => SecretSource::Env(id.clone()),
+            (Some("file"), None, None) => SecretSource::File(PathBuf::from(&id)),
+            (None, None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
+            (None, None, None) => SecretSource::File(PathBuf::from(&id)),
+            (Some(other), _, _) => bail!("--secret {flag:?}: unknown type {other:?} (file, env)"),
+        };
+        if let SecretSource::File(path) = &source
+            && !path.is_file()
+        {
+            bail!("--secret {flag:?}: {} is not a file", path.display());
+        }
+        out.insert(id, source);
+    }
+    Ok(out)
+}
+
+/// `--ssh` flags: `default` or `ID` (the agent at `$SSH_AUTH_SOCK`) or `ID=SOCKET`.
+fn parse_ssh(flags: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for flag in flags {
+        let (id, socket) = match flag.split_once('=') {
+            Some((id, path)) => (id.to_owned(), PathBuf::from(path.split(',').next().unwrap_or(path))),
+            None => {
+                let sock = std::env::var_os("SSH_AUTH_SOCK")
+                    .with_context(|| format!("--ssh {flag}: SSH_AUTH_SOCK is not set: give --ssh {flag}=SOCKET"))?;
+                (flag.clone(), PathBuf::from(sock))
+            }
+        };
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::metadata(&socket).with_context(|| format!("--ssh {flag}: {}", socket.display()))?;
+        if !meta.file_type().is_socket() {
+            bail!(
+                "--ssh {flag}: {} is not a socket (only agent sockets are supported, not key files)",
+                socket.display()
+            );
+        }
+        out.insert(id, socket);
+    }
+    Ok(out)
+}
+
 /// The Dockerfile's text and the name errors give it.
 fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, PathBuf)> {
     let path = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
@@ -185,12 +249,6 @@ fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, PathBuf)
 
 /// Runs `kiln build`.
 pub fn run(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
-    if !args.secret.is_empty() {
-        bail!("--secret is not supported yet");
-    }
-    if !args.ssh.is_empty() {
-        bail!("--ssh is not supported yet");
-    }
     let output = parse_output(&args)?;
     if let Output::Image { names, push: true } = &output
         && names.is_empty()
@@ -245,6 +303,8 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
         memory: args.memory,
         default_network: if args.network == "none" { Network::None } else { Network::Host },
         platform: host,
+        secrets: parse_secrets(&args.secret)?,
+        ssh: parse_ssh(&args.ssh)?,
     };
     let request = BuildRequest {
         dockerfile: dockerfile.clone(),

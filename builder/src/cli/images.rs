@@ -361,6 +361,9 @@ pub struct PruneArgs {
     /// Also drop the build cache (like `docker builder prune -a`): the next build runs every step.
     #[arg(long)]
     pub build_cache: bool,
+    /// Keep the contents of `RUN --mount=type=cache` directories.
+    #[arg(long)]
+    pub keep_cache_mounts: bool,
 }
 
 /// `kiln prune`: waits for running kiln commands, then frees what no name, lease or (unless
@@ -375,6 +378,11 @@ pub fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<ExitCode> {
         let dropped = store.meta().cache_clear().context("clearing the build cache")?;
         println!("Dropped {dropped} build cache entries");
     }
+    if !args.keep_cache_mounts {
+        for id in remove_cache_mounts(&global.root)? {
+            println!("deleted cache mount: {id}");
+        }
+    }
     let report = kiln_store::gc::prune(&store).context("pruning the store")?;
     for d in &report.blobs {
         println!("deleted: {d}");
@@ -387,6 +395,27 @@ pub fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<ExitCode> {
         human_size(report.bytes_freed)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the `RUN --mount=type=cache` directories (no build runs: the store is locked
+/// exclusively); returns their ids.
+fn remove_cache_mounts(root: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let dir = root.join("cache-mounts");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let path = entry.with_context(|| format!("reading {}", dir.display()))?.path();
+        if path.extension().is_some_and(|e| e == "id") {
+            ids.push(std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    ids.sort();
+    Ok(ids)
 }
 
 /// `kiln load`.

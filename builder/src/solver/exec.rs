@@ -9,6 +9,7 @@ use kiln_runner::sandbox::{self, Limits, Outcome, STEP_ONLY_PATHS, Stdio, StepMo
 use kiln_runner::snapshot::Snapshot;
 use kiln_store::image::Layer;
 
+use super::mounts::{Prepared, RunMount};
 use super::{Solved, Solver};
 use crate::progress::{Event, LogStream};
 
@@ -22,31 +23,37 @@ impl Solver {
     ) -> Result<Option<Layer>, String> {
         let layers_of = |d: &VertexDigest| inputs.get(d).map(Solved::layers).unwrap_or_default();
         // Mounted inputs first, so that every snapshot is cleaned up whatever fails later.
-        let mut mounted: Vec<Snapshot> = Vec::new();
+        let mut prepared = Prepared::default();
         let result = (|| {
+            let mut flags = Vec::new();
             let mut binds = Vec::new();
             for mount in &exec.mounts {
-                let Mount::Input { dest, source, source_path } = mount else {
-                    return Err(format!("RUN mount {mount:?} is not supported yet"));
-                };
-                let snapshot = self.prepare(layers_of(source))?;
-                let source_dir = snapshot.rootfs().join(source_path.trim_start_matches('/'));
-                mounted.push(snapshot);
-                binds.push(StepMount::Bind { source: source_dir, dest: dest.clone(), readonly: true });
+                match mount {
+                    Mount::Input { dest, source, source_path } => {
+                        let snapshot = self.prepare(layers_of(source))?;
+                        let source_dir = snapshot.rootfs().join(source_path.trim_start_matches('/'));
+                        prepared.snapshots.push(snapshot);
+                        binds.push(StepMount::Bind { source: source_dir, dest: dest.clone(), readonly: true });
+                    }
+                    Mount::Flag { spec, from, .. } => {
+                        let ssh_index = flags.iter().filter(|(m, _)| matches!(m, RunMount::Ssh { .. })).count();
+                        let parsed = RunMount::parse(spec, ssh_index).map_err(|e| format!("--mount={spec}: {e}"))?;
+                        flags.push((parsed, from.as_ref().map(|d| layers_of(d).to_vec())));
+                    }
+                }
             }
+            let flagged = self.prepare_mounts(&flags)?;
+            binds.extend(flagged.mounts.iter().cloned());
             let mut snapshot = self.prepare(layers_of(&exec.root))?;
-            let run = self.run_in(digest, exec, &snapshot, binds);
+            let run = self.run_in(digest, exec, &snapshot, binds, &flagged);
+            drop(flagged);
             let layer = run.and_then(|()| self.diff(&mut snapshot));
             let cleaned = snapshot.cleanup().map_err(|e| format!("removing the step's snapshot: {e}"));
             let layer = layer?;
             cleaned?;
             Ok(layer)
         })();
-        for snapshot in mounted {
-            if let Err(e) = snapshot.cleanup() {
-                tracing::warn!("removing a mounted snapshot: {e}");
-            }
-        }
+        prepared.cleanup();
         result
     }
 
@@ -56,10 +63,12 @@ impl Solver {
         digest: &VertexDigest,
         exec: &Exec,
         snapshot: &Snapshot,
-        binds: Vec<StepMount>,
+        mounts: Vec<StepMount>,
+        flagged: &Prepared,
     ) -> Result<(), String> {
         let mut step = sandbox::Exec::new(snapshot.rootfs(), exec.args.clone());
-        step.env = exec.env.iter().chain(&exec.proxy_env).cloned().collect();
+        step.env = exec.env.iter().chain(&exec.proxy_env).chain(&flagged.env).cloned().collect();
+        step.secret_env = flagged.secret_env.clone();
         step.cwd = exec.cwd.clone();
         step.user = exec.user.clone();
         step.network = match exec.network {
@@ -68,7 +77,7 @@ impl Solver {
             Network::Host => sandbox::Network::Host,
         };
         step.limits = Limits { memory: self.options.memory, ..Limits::default() };
-        step.mounts = binds;
+        step.mounts = mounts;
         let vertex = digest.to_string();
         let mut on_output = |event: sandbox::OutputEvent| {
             let stream = match event.stream {

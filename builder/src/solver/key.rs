@@ -15,12 +15,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_frontend::graph::{Digest as VertexDigest, FileAction, Op, Vertex};
+use kiln_frontend::graph::{Digest as VertexDigest, FileAction, Mount, Op, Vertex};
 use kiln_store::Digest;
 use kiln_store::image::{Layer, chain_ids};
 use kiln_store::meta::{CacheRecord, CachedLayer};
 use serde::Serialize;
 
+use super::mounts::RunMount;
 use super::{Output, Solved, Solver};
 use crate::fileop::{self, SourceTree};
 
@@ -64,6 +65,17 @@ impl Solver {
             }
         }
         let mut files = Vec::new();
+        if let Op::Exec(e) = &vertex.op {
+            // A bind of the context: exactly the files it shows.
+            for mount in &e.mounts {
+                if let Mount::Flag { spec, from: None, .. } = mount
+                    && let Ok(parsed) = RunMount::parse(spec, 0)
+                    && let Some(copy) = parsed.context_selection()
+                {
+                    files.push(fileop::checksum(&self.context_tree(), &copy, &self.stats).map_err(|e| e.to_string())?);
+                }
+            }
+        }
         if let Op::File(f) = &vertex.op {
             for action in &f.actions {
                 let FileAction::Copy(copy) = action else { continue };

@@ -16,6 +16,7 @@
 mod exec;
 mod file;
 pub mod key;
+pub mod mounts;
 mod source;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -63,6 +64,10 @@ pub struct SolveOptions {
     pub default_network: kiln_runner::sandbox::Network,
     /// The platform of the images the build uses (the host's).
     pub platform: Platform,
+    /// `--secret`: where each secret id's bytes come from.
+    pub secrets: BTreeMap<String, mounts::SecretSource>,
+    /// `--ssh`: each id's agent socket.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// A solved vertex's result.
@@ -170,7 +175,9 @@ impl Solver {
                     .mounts
                     .iter()
                     .find_map(|m| match m {
-                        Mount::Flag { kind, .. } => Some(format!("RUN --mount=type={kind} is not supported yet")),
+                        Mount::Flag { spec, .. } => {
+                            mounts::RunMount::parse(spec, 0).err().map(|e| format!("--mount={spec}: {e}"))
+                        }
                         Mount::Input { .. } => None,
                     })
                     .or_else(|| {
