@@ -31,7 +31,9 @@ impl Solver {
             Source::Http { url, checksum, filename } => {
                 self.download(handle, digest, url, checksum.as_deref(), filename)
             }
-            Source::Git { .. } => Err("ADD from a git repository is not supported yet".to_owned()),
+            Source::Git { remote, reference, keep_git_dir } => {
+                self.git_checkout(digest, remote, reference, *keep_git_dir)
+            }
         }
     }
 
