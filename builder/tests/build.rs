@@ -552,3 +552,43 @@ fn pull_re_resolves_base_tags_at_their_registry() {
     let root = rootfs(&k, &dir, &["--pull"]);
     assert_eq!(read(&root.join("version")), "v2\n");
 }
+
+#[test]
+fn copy_link_layers_are_reused_on_a_new_base_and_heredoc_files_are_written() {
+    let k = kiln();
+    let dir = k.path("link");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("app.txt"), "the app\n").unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox\nARG V=1\nRUN echo $V > /v\nCOPY --link app.txt /app/app.txt\n\
+         COPY <<EOF /greeting.txt\nhello $V\nEOF\n\
+         COPY --chmod=755 <<script.sh <<notes.txt /opt/\n#!/bin/sh\necho script\nscript.sh\njust notes\nnotes.txt\n\
+         COPY --chown=app:app <<'RAW' /raw.txt\nkeep $V literal\nRAW\n",
+    )
+    .unwrap();
+    k.ok(&["build", "-q", "-t", "link:1", dir.to_str().unwrap()]);
+    let (ran, cached) = build_steps(&k, &dir, &["-t", "link:2", "--build-arg", "V=2"]);
+    assert!(ran.iter().any(|s| s.starts_with("[2/6] RUN")), "{ran:?}");
+    assert!(
+        cached.iter().any(|s| s.starts_with("[3/6] COPY --link")),
+        "a new base must not invalidate a linked copy: {ran:?}"
+    );
+    k.ok(&["build", "-q", "-t", "link:2", "--build-arg", "V=2", dir.to_str().unwrap()]);
+    let layers = |tag: &str| k.inspect(tag)["Manifest"]["layers"].as_array().unwrap().clone();
+    let (one, two) = (layers("link:1"), layers("link:2"));
+    assert_ne!(one[1], two[1], "the RUN layers differ");
+    assert_eq!(one[2], two[2], "the linked layer is the same blob on both bases");
+
+    let root = rootfs(&k, &dir, &["--build-arg", "V=2"]);
+    assert_eq!(read(&root.join("v")), "2\n");
+    assert_eq!(read(&root.join("app/app.txt")), "the app\n");
+    assert_eq!(read(&root.join("greeting.txt")), "hello 2\n");
+    assert_eq!(read(&root.join("raw.txt")), "keep $V literal\n");
+    let raw = fs::metadata(root.join("raw.txt")).unwrap();
+    assert_eq!((raw.uid(), raw.gid()), (1000, 1000));
+    let script = fs::metadata(root.join("opt/script.sh")).unwrap();
+    assert_eq!(script.permissions().mode() & 0o777, 0o755);
+    assert_eq!(read(&root.join("opt/notes.txt")), "just notes\n");
+    assert_eq!(k.ok(&["run", "link:2", "/opt/script.sh"]), "script\n");
+}

@@ -11,13 +11,11 @@ use kiln_store::image::Layer;
 use super::{Output, Solved, Solver};
 use crate::fileop::{self, SourceTree};
 
-/// Why kiln cannot run `action` yet, if it cannot.
-pub(super) fn unsupported(action: &FileAction) -> Option<String> {
-    match action {
-        // A linked layer must not depend on its parent; applied onto the parent it would.
-        FileAction::Copy(c) if c.link => Some("COPY --link is not supported yet".to_owned()),
-        _ => None,
-    }
+/// Whether `op` is a `COPY --link`/`ADD --link`: its layer is made on an empty filesystem,
+/// independent of its root, so its cache key leaves the root out and a rebuilt base reuses it
+/// (BuildKit's `MergeOp` of a copy onto scratch).
+pub(super) fn is_linked(op: &FileOp) -> bool {
+    !op.actions.is_empty() && op.actions.iter().all(|a| matches!(a, FileAction::Copy(c) if c.link))
 }
 
 impl Solver {
@@ -29,7 +27,8 @@ impl Solver {
     ) -> Result<Option<Layer>, String> {
         let mut sources: Vec<Snapshot> = Vec::new();
         let result = (|| {
-            let mut snapshot = self.prepare(inputs.get(&op.root).map(Solved::layers).unwrap_or_default())?;
+            let root = if is_linked(op) { &[] } else { inputs.get(&op.root).map(Solved::layers).unwrap_or_default() };
+            let mut snapshot = self.prepare(root)?;
             let applied = self.apply_actions(&snapshot, op, inputs, &mut sources);
             let layer = applied.and_then(|()| self.diff(&mut snapshot));
             let cleaned = snapshot.cleanup().map_err(|e| format!("removing the step's snapshot: {e}"));

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_frontend::graph::{Digest as VertexDigest, FileAction, Mount, Op, Vertex};
+use kiln_frontend::graph::{Digest as VertexDigest, FileAction, FileOp, Mount, Op, Vertex};
 use kiln_store::Digest;
 use kiln_store::image::{Layer, chain_ids};
 use kiln_store::meta::{CacheRecord, CachedLayer};
@@ -57,8 +57,20 @@ impl Solver {
         if uncached {
             return Ok(None);
         }
+        // A linked copy's layer does not depend on its root: neither does its key.
+        let linked = match &vertex.op {
+            Op::File(f) if super::file::is_linked(f) => Some(f),
+            _ => None,
+        };
+        let vertex_id = match linked {
+            Some(f) => Op::File(FileOp { root: VertexDigest::of_bytes(b"link"), actions: f.actions.clone() }).digest(),
+            None => digest.clone(),
+        };
         let mut input_keys = Vec::new();
         for d in vertex.op.inputs() {
+            if linked.is_some_and(|f| *d == f.root) {
+                continue;
+            }
             match inputs.get(d).and_then(|s| s.key.as_deref()) {
                 Some(k) => input_keys.push(k),
                 None => return Ok(None),
@@ -85,7 +97,7 @@ impl Solver {
                 }
             }
         }
-        let input = KeyInput { version: KEY_VERSION, vertex: digest.as_str(), inputs: input_keys, files };
+        let input = KeyInput { version: KEY_VERSION, vertex: vertex_id.as_str(), inputs: input_keys, files };
         // Plain data with string keys: serialising cannot fail.
         let bytes = serde_json::to_vec(&input).unwrap_or_default();
         Ok(Some(Digest::of(&bytes).to_string()))

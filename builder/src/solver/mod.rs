@@ -15,7 +15,6 @@
 
 mod exec;
 mod file;
-mod git;
 pub mod key;
 pub mod mounts;
 mod source;
@@ -185,7 +184,7 @@ impl Solver {
                         (e.security == Security::Insecure)
                             .then(|| "RUN --security=insecure is not allowed (no entitlement)".to_owned())
                     }),
-                Op::File(f) => f.actions.iter().find_map(file::unsupported),
+                Op::Source(Source::Git { .. }) => Some("ADD from a git repository is not supported yet".to_owned()),
                 _ => None,
             };
             if let Some(message) = unsupported {
