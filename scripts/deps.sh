@@ -17,6 +17,7 @@ packages=(
   bzip2 xz-utils zstd  # ADD tests make archives of every compression kiln unpacks
   ca-certificates
   curl
+  git               # ADD from a git URL: kiln runs the git CLI; the git tests build repositories with it
 )
 missing=()
 for p in "${packages[@]}"; do
