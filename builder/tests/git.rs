@@ -114,10 +114,13 @@ fn serve(root: PathBuf) -> String {
 
 /// Builds `context` to a local directory; returns the root filesystem and whether the step
 /// whose name contains `step` came from the cache, by the `--progress rawjson` stream.
-fn build(k: &Kiln, context: &Path, step: &str) -> (PathBuf, bool) {
+fn build(k: &Kiln, context: &Path, step: &str, extra: &[&str]) -> (PathBuf, bool) {
     let dest = k.path(&format!("rootfs-{}", k.dir.path().read_dir().unwrap().count()));
     let output = format!("type=local,dest={}", dest.display());
-    let out = k.kiln(&["build", "--progress", "rawjson", "-o", &output, context.to_str().unwrap()]);
+    let mut args = vec!["build", "--progress", "rawjson", "-o", &output];
+    args.extend_from_slice(extra);
+    args.push(context.to_str().unwrap());
+    let out = k.kiln(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "kiln build failed: {stderr}");
     let vertexes: Vec<serde_json::Value> = stderr
@@ -165,7 +168,7 @@ fn add_a_tag_a_subdir_and_a_kept_git_dir() {
         ),
     )
     .unwrap();
-    let (root, _) = build(&k, &dir, "ADD");
+    let (root, _) = build(&k, &dir, "ADD", &[]);
 
     // The tag is the first commit: no sub/, no .git; git's modes; the commit's time.
     assert_eq!(names(&root.join("tag")), ["run.sh"]);
@@ -198,15 +201,21 @@ fn an_unchanged_remote_is_cached_and_a_new_commit_runs_again() {
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("Dockerfile"), format!("FROM busybox\nADD {url}#main /src\n")).unwrap();
 
-    let (first, cached) = build(&k, &dir, "ADD");
+    let (first, cached) = build(&k, &dir, "ADD", &[]);
     assert!(!cached, "the first build runs the ADD");
     assert_eq!(names(&first.join("src")), ["run.sh", "sub"]);
-    let (_, cached) = build(&k, &dir, "ADD");
+    let (_, cached) = build(&k, &dir, "ADD", &[]);
     assert!(cached, "the same commit: the ADD comes from the cache");
+    // Run again, the same commit gives the same layer: a hit is what a run would have made.
+    let context = dir.to_str().unwrap();
+    k.ok(&["build", "-q", "-t", "first", context]);
+    k.ok(&["build", "-q", "--no-cache", "-t", "again", context]);
+    let layers = |tag: &str| k.inspect(tag)["Manifest"]["layers"].clone();
+    assert_eq!(layers("first"), layers("again"), "a checkout is reproducible");
 
     fs::write(repo.work.join("new.txt"), "new\n").unwrap();
     repo.commit("three");
-    let (third, cached) = build(&k, &dir, "ADD");
+    let (third, cached) = build(&k, &dir, "ADD", &[]);
     assert!(!cached, "a new commit on the branch runs the ADD again");
     assert_eq!(read(&third.join("src/new.txt")), "new\n");
 }
@@ -234,4 +243,31 @@ fn a_missing_ref_or_subdir_fails_at_the_add() {
     fs::write(dir.join("Dockerfile"), format!("FROM busybox\nADD {gone} /src\n")).unwrap();
     let err = k.fails(&["build", "--progress", "plain", dir.to_str().unwrap()]);
     assert!(err.contains(&format!("Dockerfile:2:1: ADD {gone}: resolving {gone}: git ls-remote: fatal:")), "{err}");
+}
+
+#[test]
+fn submodules_are_checked_out_without_their_git_files() {
+    let k = kiln();
+    let srv = k.path("git/srv");
+    let url = serve(srv.clone());
+    // A second repository, published beside the first, used as its submodule over HTTP.
+    let lib = Repo { work: k.path("lib"), bare: srv.join("lib.git") };
+    fs::create_dir_all(&lib.work).unwrap();
+    git(&lib.work, &["init", "-q", "--bare", "-b", "main", lib.bare.to_str().unwrap()]);
+    git(&lib.work, &["init", "-q", "-b", "main"]);
+    git(&lib.work, &["remote", "add", "origin", lib.bare.to_str().unwrap()]);
+    fs::write(lib.work.join("lib.txt"), "lib\n").unwrap();
+    lib.commit("lib");
+    let repo = Repo::new(&k.path("git"));
+    git(&repo.work, &["submodule", "add", "-q", &format!("{url}/lib.git"), "vendor/lib"]);
+    repo.commit("submodule");
+
+    let dir = k.path("ctx");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("Dockerfile"), format!("FROM busybox\nADD {url}/repo.git /src\n")).unwrap();
+    let (root, _) = build(&k, &dir, "ADD", &[]);
+    assert_eq!(read(&root.join("src/vendor/lib/lib.txt")), "lib\n");
+    assert_eq!(names(&root.join("src/vendor/lib")), ["lib.txt"], "no dangling .git file");
+    assert!(root.join("src/.gitmodules").exists());
+    assert!(!root.join("src/.git").exists());
 }
