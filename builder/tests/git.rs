@@ -158,12 +158,14 @@ fn add_a_tag_a_subdir_and_a_kept_git_dir() {
     let repo = Repo::new(&k.path("git"));
     let url = format!("{}/repo.git", serve(k.path("git/srv")));
     let main = git(&repo.work, &["rev-parse", "main"]).trim().to_owned();
+    let first = git(&repo.work, &["rev-parse", "v1^{commit}"]).trim().to_owned();
     let dir = k.path("ctx");
     fs::create_dir_all(&dir).unwrap();
     fs::write(
         dir.join("Dockerfile"),
         format!(
             "FROM busybox\nADD {url}#v1 /tag\nADD {url}#main:sub /sub/\nADD --keep-git-dir {url} /kept\n\
+             ADD {url}#{first} /sha\n\
              RUN test -x /tag/run.sh && cat /sub/deep/inner.txt > /ran\n"
         ),
     )
@@ -177,6 +179,9 @@ fn add_a_tag_a_subdir_and_a_kept_git_dir() {
     assert_eq!(script.mtime(), COMMIT_TIME, "mtimes are the commit's time");
     assert_eq!((script.uid(), script.gid()), (0, 0));
     assert_eq!(read(&root.join("tag/run.sh")), "#!/bin/sh\necho one\n");
+
+    // A commit by its sha (a dumb HTTP server cannot hand one out: kiln fetches everything).
+    assert_eq!(names(&root.join("sha")), ["run.sh"]);
 
     // `#main:sub`: the subdir's contents only.
     assert_eq!(names(&root.join("sub")), ["deep"]);
