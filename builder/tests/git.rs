@@ -166,6 +166,7 @@ fn add_a_tag_a_subdir_and_a_kept_git_dir() {
         format!(
             "FROM busybox\nADD {url}#v1 /tag\nADD {url}#main:sub /sub/\nADD --keep-git-dir {url} /kept\n\
              ADD {url}#{first} /sha\n\
+             ADD {url}##ref=main,commit={main},subdir=sub/deep /csv\n\
              RUN test -x /tag/run.sh && cat /sub/deep/inner.txt > /ran\n"
         ),
     )
@@ -182,6 +183,8 @@ fn add_a_tag_a_subdir_and_a_kept_git_dir() {
 
     // A commit by its sha (a dumb HTTP server cannot hand one out: kiln fetches everything).
     assert_eq!(names(&root.join("sha")), ["run.sh"]);
+    // BuildKit's key=value fragment, the commit pinned.
+    assert_eq!(names(&root.join("csv")), ["inner.txt"]);
 
     // `#main:sub`: the subdir's contents only.
     assert_eq!(names(&root.join("sub")), ["deep"]);

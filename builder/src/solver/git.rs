@@ -1,6 +1,7 @@
 //! `ADD <git URL>`: a repository checked out with the `git` CLI, as BuildKit's git source does.
 //!
-//! The fragment is `ref:subdir`; an empty ref is the remote's default branch. A ref that is a
+//! The fragment is `ref:subdir` (or BuildKit's `#ref=…,commit=…,subdir=…`, where `commit`
+//! pins what the ref must be); an empty ref is the remote's default branch. A ref that is a
 //! full commit sha is used as is; any other is resolved with `git ls-remote` by git's own
 //! precedence (`refs/<ref>`, `refs/tags/<ref>`, `refs/heads/<ref>`, …). The commit is fetched
 //! shallowly into a fresh repository in a temp dir (falling back to a full fetch when the
@@ -74,7 +75,8 @@ struct Checkout {
 
 /// Checks out `remote#fragment` into a new temp dir under `tmp`.
 fn checkout(git: &Git<'_>, remote: &str, fragment: &str, keep_git_dir: bool, tmp: &Path) -> Result<Checkout, String> {
-    let (reference, subdir) = parse_fragment(fragment)?;
+    let Fragment { reference, commit: expected, subdir } = parse_fragment(fragment)?;
+    let reference = reference.as_str();
     let shown = redact(remote);
     let at = if reference.is_empty() { shown.clone() } else { format!("{shown}#{reference}") };
     if remote.starts_with('-') || reference.starts_with('-') {
@@ -98,6 +100,11 @@ fn checkout(git: &Git<'_>, remote: &str, fragment: &str, keep_git_dir: bool, tmp
     };
     let commit = fetch_and_check_out(git, remote, &target, &work, keep_git_dir && subdir.is_none())
         .map_err(|e| format!("fetching {at}: {e}"))?;
+    if let Some(expected) = expected
+        && expected != commit
+    {
+        return Err(format!("{at} is commit {commit}, not the expected {expected}"));
+    }
     let time = git.run(&work, &["show", "-s", "--format=%ct", &commit]).map_err(|e| format!("reading {at}: {e}"))?;
     let time: i64 = time.trim().parse().map_err(|_| format!("reading {at}: invalid commit time {time:?}"))?;
 
@@ -119,9 +126,53 @@ fn checkout(git: &Git<'_>, remote: &str, fragment: &str, keep_git_dir: bool, tmp
     Ok(Checkout { dir: out, commit })
 }
 
-/// Splits `ref:subdir`; the subdir is relative, clean and `None` for the whole repository.
-fn parse_fragment(fragment: &str) -> Result<(&str, Option<PathBuf>), String> {
-    let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+/// What a URL fragment selects.
+#[derive(Debug, PartialEq, Eq)]
+struct Fragment {
+    /// The ref (branch, tag, full commit sha); empty for the default branch.
+    reference: String,
+    /// The commit the ref must be (`##…,commit=SHA`).
+    commit: Option<String>,
+    /// The directory to take: relative, clean; `None` for the whole repository.
+    subdir: Option<PathBuf>,
+}
+
+/// Parses a fragment as BuildKit does: `ref:subdir`, or with a second `#` the key=value form
+/// `#ref=REF,commit=SHA,subdir=DIR`.
+fn parse_fragment(fragment: &str) -> Result<Fragment, String> {
+    let (mut reference, mut commit, subdir) = match fragment.strip_prefix('#') {
+        None => {
+            let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+            (reference.to_owned(), None, subdir)
+        }
+        Some(fields) => {
+            let (mut reference, mut commit, mut subdir) = (String::new(), None, "");
+            for field in fields.split(',').filter(|f| !f.is_empty()) {
+                match field.split_once('=').map(|(k, v)| (k.to_ascii_lowercase(), v)) {
+                    Some((k, v)) if k == "ref" => reference = v.to_owned(),
+                    Some((k, v)) if k == "commit" => commit = Some(v.to_owned()),
+                    Some((k, v)) if k == "subdir" => subdir = v,
+                    _ => {
+                        return Err(format!(
+                            "invalid git URL fragment field {field:?} (expected ref=, commit= or subdir=)"
+                        ));
+                    }
+                }
+            }
+            (reference, commit, subdir)
+        }
+    };
+    if let Some(c) = &commit {
+        if !is_commit_sha(c) {
+            return Err(format!("invalid commit {c:?} in the git URL fragment: expected a full sha"));
+        }
+        if reference.is_empty() {
+            reference = c.clone();
+        }
+        if reference == *c {
+            commit = None;
+        }
+    }
     let mut clean = PathBuf::new();
     for component in Path::new(subdir).components() {
         match component {
@@ -132,7 +183,7 @@ fn parse_fragment(fragment: &str) -> Result<(&str, Option<PathBuf>), String> {
             }
         }
     }
-    Ok((reference, (!clean.as_os_str().is_empty()).then_some(clean)))
+    Ok(Fragment { reference, commit, subdir: (!clean.as_os_str().is_empty()).then_some(clean) })
 }
 
 /// What to fetch for a ref: a full ref name, or a commit sha.
@@ -488,6 +539,30 @@ mod tests {
         let err = checkout(&git, &url, "main:link", false, dir.path()).err().unwrap();
         assert_eq!(err, format!("{url}#main: subdir link: not a directory in the repository"));
         assert!(parse_fragment("main:../x").is_err());
+
+        let pinned = checkout(&git, &url, &format!("#ref=v1,commit={commit},subdir=/sub"), false, dir.path()).unwrap();
+        assert_eq!(pinned.commit, commit);
+        let other = "0".repeat(40);
+        let err = checkout(&git, &url, &format!("#ref=main,commit={other}"), false, dir.path()).err().unwrap();
+        assert_eq!(err, format!("{url}#main is commit {commit}, not the expected {other}"));
+    }
+
+    #[test]
+    fn fragments_parse_as_buildkit_does() {
+        let f = |reference: &str, commit: Option<&str>, subdir: Option<&str>| Fragment {
+            reference: reference.into(),
+            commit: commit.map(Into::into),
+            subdir: subdir.map(PathBuf::from),
+        };
+        let sha = "a".repeat(40);
+        assert_eq!(parse_fragment("").unwrap(), f("", None, None));
+        assert_eq!(parse_fragment("v1:/a/./b/").unwrap(), f("v1", None, Some("a/b")));
+        assert_eq!(parse_fragment(":a").unwrap(), f("", None, Some("a")));
+        assert_eq!(parse_fragment("#ref=v1,subdir=a").unwrap(), f("v1", None, Some("a")));
+        assert_eq!(parse_fragment(&format!("#commit={sha}")).unwrap(), f(&sha, None, None));
+        assert_eq!(parse_fragment(&format!("#ref=v1,commit={sha}")).unwrap(), f("v1", Some(&sha), None));
+        assert!(parse_fragment("#ref=v1,tag=x").unwrap_err().contains("\"tag=x\""));
+        assert!(parse_fragment("#commit=abc").is_err());
     }
 
     #[test]
