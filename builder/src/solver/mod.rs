@@ -15,6 +15,7 @@
 
 mod exec;
 mod file;
+mod git;
 pub mod key;
 pub mod mounts;
 mod source;
@@ -184,7 +185,6 @@ impl Solver {
                         (e.security == Security::Insecure)
                             .then(|| "RUN --security=insecure is not allowed (no entitlement)".to_owned())
                     }),
-                Op::Source(Source::Git { .. }) => Some("ADD from a git repository is not supported yet".to_owned()),
                 _ => None,
             };
             if let Some(message) = unsupported {
