@@ -133,7 +133,7 @@ pub(super) fn run(
     let user = user::resolve(&exec.rootfs, &exec.user)
         .map_err(|source| SandboxError::User { command: command.clone(), source })?;
     create_cwd(&exec.rootfs, &exec.cwd)?;
-    let stubs = create_stubs(&exec.rootfs)?;
+    let stubs = create_stubs(&exec.rootfs, &exec.mounts)?;
 
     let id = new_id();
     let state_dir = sandbox.state_dir();

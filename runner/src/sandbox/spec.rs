@@ -14,6 +14,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
+use super::rootfs::mount_point;
 use super::{DEFAULT_PATH, Exec, Network, SandboxError, StepMount, seccomp};
 use crate::user::ExecUser;
 
@@ -174,13 +175,13 @@ pub(super) fn build(exec: &Exec, input: &SpecInput<'_>) -> Result<Spec, SandboxE
             StepMount::Bind { source, dest, readonly } => {
                 let source = utf8(source, "the bind mount source")?;
                 let access = if *readonly { "ro" } else { "rw" };
-                mount(dest, "bind", source, &["rbind", access, "nosuid", "nodev"])?
+                mount(&mount_point(dest)?, "bind", source, &["rbind", access, "nosuid", "nodev"])?
             }
             StepMount::Tmpfs { dest, size } => {
                 let size = size.map(|s| format!("size={s}"));
                 let mut options = vec!["nosuid", "nodev", "mode=1777"];
                 options.extend(size.as_deref());
-                mount(dest, "tmpfs", "tmpfs", &options)?
+                mount(&mount_point(dest)?, "tmpfs", "tmpfs", &options)?
             }
         });
     }
