@@ -4,8 +4,10 @@
 //! network or, with [`Network::None`], a new network namespace holding only `lo`; the hostname
 //! [`DEFAULT_HOSTNAME`]; `/proc`, a minimal `/dev`, a read-only `/sys`; `/etc/hosts`,
 //! `/etc/resolv.conf` and `/etc/hostname` bind-mounted read-only for the step and never left in
-//! the rootfs ([`STEP_ONLY_PATHS`]); Docker's default capabilities, seccomp profile, masked and
-//! read-only paths; `no_new_privs`; memory, pids and cpu limits in a cgroup (v1 or v2).
+//! the rootfs ([`STEP_ONLY_PATHS`]); its own mounts ([`StepMount`]: `RUN --mount`, heredoc
+//! scripts), whose missing mount points are made for the step and removed after it; Docker's
+//! default capabilities, seccomp profile, masked and read-only paths; `no_new_privs`; memory,
+//! pids and cpu limits in a cgroup (v1 or v2).
 //!
 //! One OCI runtime spec describes all of it ([`spec`]), and either runtime gets exactly that spec:
 //! the embedded one (youki's `libcontainer`, the default) or any OCI runtime binary
@@ -63,8 +65,8 @@ pub struct Limits {
     pub cpu_shares: Option<u64>,
 }
 
-/// One process to run in a sandbox.
-#[derive(Debug, Clone)]
+/// One process to run in a sandbox. Its `Debug` output shows [`Exec::secret_env`] by name only.
+#[derive(Clone)]
 pub struct Exec {
     /// The root filesystem (a mounted snapshot); the step may write to it.
     pub rootfs: PathBuf,
@@ -83,12 +85,35 @@ pub struct Exec {
     /// Resource limits.
     pub limits: Limits,
     /// Mounts over the rootfs for the step's duration (`RUN --mount`, heredoc scripts), in
-    /// order. A mount point the image lacks is created before the step and removed after it,
-    /// so it never reaches the step's diff.
+    /// order: a mount below another must come after it. A mount point the image lacks (and its
+    /// missing parents) is created before the step and removed after it, so it never reaches
+    /// the step's diff; below `/dev` (the step's own tmpfs) or below an earlier mount the
+    /// runtime makes it on what is mounted there. One of the wrong type in the image (a file
+    /// where a directory or tmpfs goes, a directory where a file or socket goes) is an error.
     pub mounts: Vec<StepMount>,
-    /// Extra environment entries (`KEY=value`) kept out of [`Exec::command`] and of every
-    /// message: secrets exposed as variables.
+    /// Extra environment entries (`KEY=value`), after [`Exec::env`], kept out of
+    /// [`Exec::command`], of `Debug` and of every message: secrets exposed as variables.
     pub secret_env: Vec<String>,
+}
+
+impl std::fmt::Debug for Exec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only the names of secret variables: a logged Exec must not leak their values.
+        let secret_names: Vec<&str> =
+            self.secret_env.iter().map(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k)).collect();
+        f.debug_struct("Exec")
+            .field("rootfs", &self.rootfs)
+            .field("args", &self.args)
+            .field("env", &self.env)
+            .field("cwd", &self.cwd)
+            .field("user", &self.user)
+            .field("network", &self.network)
+            .field("hostname", &self.hostname)
+            .field("limits", &self.limits)
+            .field("mounts", &self.mounts)
+            .field("secret_env", &secret_names)
+            .finish()
+    }
 }
 
 /// A mount a step gets besides its rootfs.
