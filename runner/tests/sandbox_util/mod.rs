@@ -20,6 +20,19 @@ fn busybox_tar() -> &'static Path {
     })
 }
 
+/// The busybox image imported into `store` (its tarball made in `dir`): its layers.
+pub fn import_busybox(store: &kiln_store::Store, dir: &Path) -> Vec<kiln_store::image::Layer> {
+    use kiln_store::export::import::{ImportOptions, import_rootfs};
+    let tar = kiln_testkit::busybox::rootfs_tar(dir);
+    let options = ImportOptions {
+        compression: kiln_store::layer::Compression::Gzip,
+        platform: kiln_store::image::Platform::host(),
+        created: std::time::SystemTime::UNIX_EPOCH,
+        comment: "busybox".into(),
+    };
+    import_rootfs(store.blobs(), std::fs::File::open(&tar).unwrap(), &options).unwrap().layers
+}
+
 /// A fresh busybox rootfs in a temporary directory.
 pub fn busybox_rootfs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
