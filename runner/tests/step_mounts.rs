@@ -1,7 +1,7 @@
 //! A step's own mounts (`RUN --mount` binds, caches, secrets, ssh sockets, tmpfs, heredoc
-//! scripts under `/dev/pipes`) on a real overlay snapshot, with the embedded runtime and runc:
-//! what the step sees and may write, and that the mount points made for it (and their parents)
-//! never reach the layer nor stay in the rootfs, whether the step succeeds or fails.
+//! scripts under `/dev/pipes`) on a real overlay (and copy) snapshot, with the embedded runtime
+//! and runc: what the step sees and may write, and that the mount points made for it (and their
+//! parents) never reach the layer nor stay in the rootfs, whether the step succeeds or fails.
 
 mod diff_support;
 mod sandbox_util;
@@ -37,13 +37,20 @@ struct Setup {
 
 impl Setup {
     fn new(runtime: Runtime) -> Setup {
+        Setup::with_backend(runtime, Backend::Overlay)
+    }
+
+    fn with_backend(runtime: Runtime, backend: Backend) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
         let sandbox = sandbox(runtime, state.path());
         let store = Store::open(&dir.path().join("store")).unwrap();
         let layers = import_busybox(&store, dir.path());
-        let snapshotter = Snapshotter::new(&store).unwrap();
-        assert_eq!(snapshotter.backend(), Backend::Overlay, "{:?}", snapshotter.fallback_reason());
+        let snapshotter = match backend {
+            Backend::Overlay => Snapshotter::new(&store).unwrap(),
+            Backend::Copy => Snapshotter::with_backend(&store, Backend::Copy).unwrap(),
+        };
+        assert_eq!(snapshotter.backend(), backend, "{:?}", snapshotter.fallback_reason());
         Setup { sandbox, sources: Sources::new(), snapshotter, layers, store, _state: state, _dir: dir }
     }
 
@@ -146,8 +153,8 @@ fn assert_no_leftovers(rootfs: &Path) {
     }
 }
 
-fn every_mount_kind(runtime: Runtime) {
-    let setup = Setup::new(runtime);
+fn every_mount_kind(runtime: Runtime, backend: Backend) {
+    let setup = Setup::with_backend(runtime, backend);
     let sources = &setup.sources;
     let (mut snapshot, rootfs) = setup.snapshot();
     let times_before = times_of(&rootfs);
@@ -191,12 +198,18 @@ echo mark > /etc/marker"#,
 
 #[test]
 fn every_mount_kind_embedded() {
-    every_mount_kind(Runtime::Embedded);
+    every_mount_kind(Runtime::Embedded, Backend::Overlay);
 }
 
 #[test]
 fn every_mount_kind_runc() {
-    every_mount_kind(Runtime::Oci("runc".into()));
+    every_mount_kind(Runtime::Oci("runc".into()), Backend::Overlay);
+}
+
+/// The copy-based snapshot's diff compares metadata, not an upperdir: restored times matter.
+#[test]
+fn every_mount_kind_copy_snapshot() {
+    every_mount_kind(Runtime::Embedded, Backend::Copy);
 }
 
 fn failing_step_cleans_up(runtime: Runtime) {
