@@ -37,13 +37,16 @@ impl Solver {
                     }
                     Mount::Flag { spec, from, .. } => {
                         let ssh_index = flags.iter().filter(|(m, _)| matches!(m, RunMount::Ssh { .. })).count();
-                        let parsed = RunMount::parse(spec, ssh_index).map_err(|e| format!("--mount={spec}: {e}"))?;
+                        let parsed =
+                            RunMount::parse(spec, ssh_index, &exec.cwd).map_err(|e| format!("--mount={spec}: {e}"))?;
                         flags.push((parsed, from.as_ref().map(|d| layers_of(d).to_vec())));
                     }
                 }
             }
             let flagged = self.prepare_mounts(&flags)?;
             binds.extend(flagged.mounts.iter().cloned());
+            // Parents before what is mounted inside them (`/a` sorts before `/a/b`).
+            binds.sort_by(|a, b| mount_dest(a).cmp(mount_dest(b)));
             let mut snapshot = self.prepare(layers_of(&exec.root))?;
             let run = self.run_in(digest, exec, &snapshot, binds, &flagged);
             drop(flagged);
@@ -125,5 +128,12 @@ impl Solver {
         }
         let l = diff.layer;
         Ok(Some(Layer { digest: l.digest, size: l.size, media_type: l.media_type.to_owned(), diff_id: l.diff_id }))
+    }
+}
+
+/// Where a step mount goes.
+fn mount_dest(mount: &StepMount) -> &str {
+    match mount {
+        StepMount::Bind { dest, .. } | StepMount::Tmpfs { dest, .. } => dest,
     }
 }

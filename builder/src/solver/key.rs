@@ -81,7 +81,7 @@ impl Solver {
             // A bind of the context: exactly the files it shows.
             for mount in &e.mounts {
                 if let Mount::Flag { spec, from: None, .. } = mount
-                    && let Ok(parsed) = RunMount::parse(spec, 0)
+                    && let Ok(parsed) = RunMount::parse(spec, 0, &e.cwd)
                     && let Some(copy) = parsed.context_selection()
                 {
                     files.push(fileop::checksum(&self.context_tree(), &copy, &self.stats).map_err(|e| e.to_string())?);

@@ -177,7 +177,7 @@ impl Solver {
                     .iter()
                     .find_map(|m| match m {
                         Mount::Flag { spec, .. } => {
-                            mounts::RunMount::parse(spec, 0).err().map(|e| format!("--mount={spec}: {e}"))
+                            mounts::RunMount::parse(spec, 0, &e.cwd).err().map(|e| format!("--mount={spec}: {e}"))
                         }
                         Mount::Input { .. } => None,
                     })

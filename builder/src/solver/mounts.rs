@@ -111,9 +111,10 @@ pub enum RunMount {
 }
 
 impl RunMount {
-    /// Parses the value of one `--mount` flag (after variable expansion). `index` counts the
-    /// step's ssh mounts, for their default socket path.
-    pub fn parse(spec: &str, ssh_index: usize) -> Result<RunMount, String> {
+    /// Parses the value of one `--mount` flag (after variable expansion). `ssh_index` counts
+    /// the step's earlier ssh mounts, for their default socket path; a relative `target` is
+    /// taken from the step's working directory `cwd`, as BuildKit does.
+    pub fn parse(spec: &str, ssh_index: usize, cwd: &str) -> Result<RunMount, String> {
         let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
         let mut flags: Vec<&str> = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -157,7 +158,7 @@ impl RunMount {
                 u32::from_str_radix(v, radix).map_err(|_| format!("invalid value for {name}: {v}"))
             })
         };
-        let target = fields.get("target").map(|t| absolute(t));
+        let target = fields.get("target").map(|t| clean(&format!("{cwd}/{t}")));
         let kind = fields.get("type").copied().unwrap_or("bind").to_ascii_lowercase();
         let need_target = || target.clone().ok_or_else(|| format!("mount type={kind} requires a target"));
         let allowed: &[&str] = match kind.as_str() {
@@ -171,13 +172,14 @@ impl RunMount {
         if let Some(key) = fields.keys().chain(flags.iter()).find(|k| !allowed.contains(k)) {
             return Err(format!("option {key:?} is not valid for mount type={kind}"));
         }
-        let source = absolute(fields.get("source").copied().unwrap_or("/"));
+        let source = clean(&format!("/{}", fields.get("source").copied().unwrap_or("/")));
         Ok(match kind.as_str() {
             "bind" => RunMount::Bind { target: need_target()?, source, rw: flag("rw")? && !flag("ro")? },
             "cache" => {
                 let target = need_target()?;
                 RunMount::Cache {
-                    id: fields.get("id").map_or_else(|| target.clone(), |s| s.to_string()),
+                    // BuildKit's default id is the target as written.
+                    id: fields.get("id").or(fields.get("target")).map_or_else(|| target.clone(), |s| s.to_string()),
                     sharing: match fields.get("sharing").copied().unwrap_or("shared") {
                         "shared" => Sharing::Shared,
                         "private" => Sharing::Private,
@@ -272,11 +274,6 @@ fn parse_size(s: &str) -> Result<u64, String> {
     };
     let n: u64 = digits.parse().map_err(|_| format!("invalid size {s:?}"))?;
     n.checked_mul(1 << shift).ok_or_else(|| format!("size {s:?} is too large"))
-}
-
-/// An absolute, cleaned path (BuildKit makes relative targets absolute against `/`).
-fn absolute(p: &str) -> String {
-    clean(&format!("/{p}"))
 }
 
 /// What one step's mounts hold on the host until the step is over: snapshots, temp dirs,
@@ -531,7 +528,7 @@ mod tests {
     #[test]
     fn parses_like_buildkit() {
         assert_eq!(
-            RunMount::parse("type=cache,target=/root/.cache", 0).unwrap(),
+            RunMount::parse("type=cache,target=/root/.cache", 0, "/").unwrap(),
             RunMount::Cache {
                 id: "/root/.cache".into(),
                 target: "/root/.cache".into(),
@@ -544,11 +541,11 @@ mod tests {
             }
         );
         assert_eq!(
-            RunMount::parse("target=src,source=app,rw", 0).unwrap(),
-            RunMount::Bind { target: "/src".into(), source: "/app".into(), rw: true }
+            RunMount::parse("target=src,source=app,rw", 0, "/work").unwrap(),
+            RunMount::Bind { target: "/work/src".into(), source: "/app".into(), rw: true }
         );
         assert_eq!(
-            RunMount::parse("type=secret,id=tok", 0).unwrap(),
+            RunMount::parse("type=secret,id=tok", 0, "/").unwrap(),
             RunMount::Secret {
                 id: "tok".into(),
                 target: Some("/run/secrets/tok".into()),
@@ -560,15 +557,15 @@ mod tests {
             }
         );
         assert!(matches!(
-            RunMount::parse("type=secret,id=tok,env=TOKEN,required", 0).unwrap(),
+            RunMount::parse("type=secret,id=tok,env=TOKEN,required", 0, "/").unwrap(),
             RunMount::Secret { target: None, required: true, .. }
         ));
         assert_eq!(
-            RunMount::parse("type=ssh", 1).unwrap(),
+            RunMount::parse("type=ssh", 1, "/").unwrap(),
             RunMount::Ssh { id: "default".into(), target: "/run/buildkit/ssh_agent.1".into(), required: false }
         );
         assert_eq!(
-            RunMount::parse("type=tmpfs,target=/t,size=64m", 0).unwrap(),
+            RunMount::parse("type=tmpfs,target=/t,size=64m", 0, "/").unwrap(),
             RunMount::Tmpfs { target: "/t".into(), size: Some(64 << 20) }
         );
         for (bad, why) in [
@@ -579,7 +576,7 @@ mod tests {
             ("type=cache,target=/x,sharing=sometimes", "unrecognized sharing"),
             ("type=cache,target=/x,mode=999", "invalid value for mode"),
         ] {
-            let err = RunMount::parse(bad, 0).unwrap_err();
+            let err = RunMount::parse(bad, 0, "/").unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
     }
