@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use kiln_builder::build::{BuildError, BuildRequest, build};
 use kiln_builder::progress::{ProgressMode, Renderer};
-use kiln_builder::solver::mounts::SecretSource;
+use kiln_builder::solver::mounts::{SecretSource, parse_size};
 use kiln_builder::solver::{BuildContext, SolveError, SolveOptions};
 use kiln_frontend::BuildOptions;
 use kiln_frontend::dockerignore::find_ignore_file;
@@ -24,7 +24,7 @@ use kiln_store::layer::{ApplyOptions, WhiteoutMode, apply_layer};
 use kiln_store::registry::{NoProgress, Reference};
 
 use super::images::{CompressionArg, set_tag, write_archive};
-use super::run::{cancel_on_signals, parse_size};
+use super::run::cancel_on_signals;
 use super::{GlobalArgs, block_on, open_store, registry_client};
 
 /// `kiln build` arguments.

@@ -15,6 +15,8 @@ use kiln_runner::sandbox::{
 };
 use kiln_runner::snapshot::Snapshotter;
 
+use kiln_builder::solver::mounts::parse_size;
+
 use super::GlobalArgs;
 use super::images::resolve_image;
 
@@ -53,20 +55,6 @@ pub struct RunArgs {
     /// The command, replacing the image's CMD (the ENTRYPOINT is kept).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
-}
-
-/// Parses `512`, `512k`, `64m`, `2g` (binary multiples, like docker).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let lower = s.trim().to_ascii_lowercase();
-    let lower = lower.strip_suffix('b').unwrap_or(&lower);
-    let (digits, shift) = match lower.chars().last() {
-        Some('k') => (&lower[..lower.len() - 1], 10),
-        Some('m') => (&lower[..lower.len() - 1], 20),
-        Some('g') => (&lower[..lower.len() - 1], 30),
-        _ => (lower, 0),
-    };
-    let n: u64 = digits.parse().map_err(|_| format!("invalid size {s:?}: use bytes or a k, m, g suffix"))?;
-    n.checked_mul(1 << shift).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// `KEY=value` overrides on top of the image's environment, docker's way.

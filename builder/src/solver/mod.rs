@@ -341,6 +341,7 @@ impl Solver {
         result
     }
 
+    /// [`solve_vertex`](Self::solve_vertex) without the progress events.
     fn solve_uncounted(
         &self,
         handle: &tokio::runtime::Handle,

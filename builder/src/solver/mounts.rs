@@ -262,8 +262,9 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// `64m`, `1g`, `512k`, `4096` (binary multiples, like docker's `RAMInBytes`).
-fn parse_size(s: &str) -> Result<u64, String> {
+/// `64m`, `1g`, `512k`, `4096` (binary multiples, like docker's `RAMInBytes`): tmpfs sizes
+/// here, and `--memory` of `kiln build` and `kiln run`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let lower = s.trim().to_ascii_lowercase();
     let lower = lower.strip_suffix('b').unwrap_or(&lower);
     let (digits, shift) = match lower.chars().last() {
