@@ -65,6 +65,8 @@ cleanup() {
   bash scripts/dockerd.sh stop "$ddir" >/dev/null 2>&1 || true
   umount_under "$work"
   umount_under "$ddir"
+  # Every command's output stays for reading after the run.
+  rm -rf "$cache/last-logs" && mv "$work/logs" "$cache/last-logs" 2>/dev/null || true
   rm -rf "$work" "$ddir"
 }
 trap cleanup EXIT
@@ -205,7 +207,6 @@ measure() {
     printf '%s\t%s\t%s\tFAIL\n' "$case" "$scenario" "$tool" >>"$results"
     echo "  $case $scenario $tool FAILED; the end of its log ($log):" >&2
     tail -n 15 "$log" | sed 's/^/    | /' >&2
-    cp "$log" "$cache/last-failure.$case.$scenario.$tool.log"
     return 1
   fi
 }
@@ -356,4 +357,4 @@ for case, scenario in rows:
 PY
 cat "$work/notes" 2>/dev/null || true
 cp "$results" "$cache/last-results.tsv"
-echo "(raw results: $cache/last-results.tsv)"
+echo "(raw results: $cache/last-results.tsv; every command's output: $cache/last-logs/)"

@@ -4,4 +4,4 @@
 set -euo pipefail
 ctx=$1
 head -c 1073741824 /dev/zero |
-  openssl enc -aes-128-ctr -nosalt -K 6b696c6e2d62656e63682d6269676669 -iv 0 >"$ctx/big.bin"
+  openssl enc -aes-128-ctr -nosalt -K 6b696c6e2d62656e63682d6269676669 -iv 00000000000000000000000000000000 >"$ctx/big.bin"

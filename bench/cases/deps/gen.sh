@@ -6,7 +6,7 @@ set -euo pipefail
 ctx=$1 cache=$2
 if [ ! -f "$cache/debs/.done" ]; then
   rm -rf "$cache/debs" && mkdir -p "$cache/debs"
-  (cd "$cache/debs" && apt-get download python3.11-minimal libpython3.11-minimal libexpat1 libssl3 >/dev/null) || {
+  (cd "$cache/debs" && apt-get download -o APT::Sandbox::User=root python3.11-minimal libpython3.11-minimal libexpat1 libssl3 >/dev/null) || {
     echo "deps/gen.sh: apt-get download from Debian's mirror failed" >&2; exit 1; }
   touch "$cache/debs/.done"
 fi
