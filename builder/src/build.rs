@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use kiln_frontend::graph::{BuildGraph, Digest as VertexDigest, Op, Source, StageOutput};
 use kiln_frontend::{BuildOptions, FrontendError};
@@ -97,10 +97,7 @@ pub async fn build(
         graph.target_stage().ok_or_else(|| store_err("lowering the Dockerfile")("no target stage".into()))?.clone();
 
     let mut solve = request.solve;
-    let created = match solve.source_date_epoch {
-        Some(secs) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
-        None => SystemTime::now(),
-    };
+    let epoch = solve.source_date_epoch.map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64));
     solve.no_cache_vertices = no_cache_vertices(&graph, &request.no_cache_filter)?;
     let snapshotter = Snapshotter::new(&store).map_err(|e| store_err("setting up snapshots")(e.to_string()))?;
     if let Err(e) = snapshotter.remove_stale() {
@@ -120,7 +117,7 @@ pub async fn build(
     solver.check_supported(&graph, std::slice::from_ref(&target.root))?;
     let solved = solver.solve(Arc::clone(&graph), std::slice::from_ref(&target.root)).await?;
 
-    let image = store_stage(&store, &graph, &target, &solved, created)
+    let image = store_stage(&store, &graph, &target, &solved, epoch)
         .map_err(|e| store_err("storing the image")(e.to_string()))?;
     let steps: Vec<&Solved> = solved
         .iter()
@@ -161,10 +158,11 @@ fn store_stage(
     graph: &BuildGraph,
     stage: &StageOutput,
     solved: &std::collections::HashMap<VertexDigest, Solved>,
-    created: SystemTime,
+    epoch: Option<SystemTime>,
 ) -> Result<Image, ImageError> {
     // Walk the chain of roots down to the base: the steps, top first, and the base image.
     let mut step_layers = Vec::new();
+    let mut newest_step = 0;
     let mut base = None;
     let mut at = Some(&stage.root);
     while let Some(d) = at.take() {
@@ -178,10 +176,20 @@ fn store_stage(
             _ => continue,
         }
         step_layers.push(matches!(solved.get(d).map(|s| &s.output), Some(Output::Fs { own: Some(_), .. })));
+        newest_step = newest_step.max(solved.get(d).map_or(0, |s| s.created));
     }
     step_layers.reverse();
     let base = base.map(|d| Image::load(store.blobs(), &d)).transpose()?;
     let layers = solved.get(&stage.root).map(Solved::layers).unwrap_or_default();
+    // As BuildKit: the image is as new as its newest step, so a rebuild from the cache gives
+    // the same config, hence the same image id. Without steps, the base's time.
+    let base_created =
+        base.as_ref().and_then(|b| b.config.created.as_deref()).and_then(|c| humantime::parse_rfc3339_weak(c).ok());
+    let created = match (epoch, newest_step) {
+        (Some(epoch), _) => epoch,
+        (None, 0) => base_created.unwrap_or_else(SystemTime::now),
+        (None, secs) => SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+    };
     let config = image_config(&BuiltStage {
         config: &stage.image,
         platform: &stage.platform,

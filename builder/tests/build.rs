@@ -592,3 +592,16 @@ fn copy_link_layers_are_reused_on_a_new_base_and_heredoc_files_are_written() {
     assert_eq!(read(&root.join("opt/notes.txt")), "just notes\n");
     assert_eq!(k.ok(&["run", "link:2", "/opt/script.sh"]), "script\n");
 }
+
+#[test]
+fn a_rebuild_from_the_cache_gives_the_same_image() {
+    let k = kiln();
+    let ctx = case("demo");
+    let first = k.ok(&["build", "-q", ctx.to_str().unwrap()]);
+    // The image is as new as its newest step: a later no-op rebuild changes nothing.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = k.ok(&["build", "-q", ctx.to_str().unwrap()]);
+    assert_eq!(first, second);
+    let third = k.ok(&["build", "-q", "--no-cache", ctx.to_str().unwrap()]);
+    assert_ne!(first, third, "steps that ran again are newer");
+}

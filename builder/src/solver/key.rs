@@ -45,6 +45,11 @@ pub fn stat_cache_path(store_root: &Path, dir: &Path) -> PathBuf {
     store_root.join("context-stats").join(name.hex())
 }
 
+/// Seconds since the Unix epoch, now.
+pub(super) fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 impl Solver {
     /// The cache key of `vertex`, or `None` when it must not be cached.
     pub(super) fn cache_key(
@@ -127,6 +132,7 @@ impl Solver {
             key: Some(key.to_owned()),
             output: Output::Fs { layers: root.iter().cloned().chain(own.clone()).collect(), own },
             cached: true,
+            created: record.created,
         }))
     }
 
@@ -142,7 +148,7 @@ impl Solver {
                 diff_id: l.diff_id.clone(),
             }),
             chain_id: chain_ids(&diff_ids).pop(),
-            created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            created: solved.created,
         };
         self.store.meta().cache_put(key, &record).map_err(|e| format!("recording the cache entry: {e}"))
     }

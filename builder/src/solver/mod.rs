@@ -97,6 +97,9 @@ pub struct Solved {
     pub output: Output,
     /// Whether it came from the cache.
     pub cached: bool,
+    /// When a step's result was made (seconds since the epoch; from its cache entry on a hit,
+    /// so a rebuild from the cache yields the same image); 0 for sources.
+    pub created: u64,
 }
 
 impl Solved {
@@ -386,6 +389,7 @@ impl Solver {
             output: Output::Fs { layers: root.layers().iter().cloned().chain(own.clone()).collect(), own },
             key,
             cached: false,
+            created: key::now_secs(),
         };
         if let Some(key) = &solved.key {
             self.cache_store(key, &solved).map_err(fail)?;

@@ -22,11 +22,13 @@ impl Solver {
     ) -> Result<Solved, String> {
         let key = Some(digest.to_string());
         match source {
-            Source::Scratch => Ok(Solved { key, output: Output::Fs { layers: Vec::new(), own: None }, cached: true }),
-            Source::Context { .. } => Ok(Solved { key, output: Output::Context, cached: true }),
+            Source::Scratch => {
+                Ok(Solved { key, output: Output::Fs { layers: Vec::new(), own: None }, cached: true, created: 0 })
+            }
+            Source::Context { .. } => Ok(Solved { key, output: Output::Context, cached: true, created: 0 }),
             Source::Image { reference, .. } => {
                 let (image, cached) = self.base_image(handle, reference)?;
-                Ok(Solved { key, output: Output::Fs { layers: image.layers, own: None }, cached })
+                Ok(Solved { key, output: Output::Fs { layers: image.layers, own: None }, cached, created: 0 })
             }
             Source::Http { url, checksum, filename } => {
                 self.download(handle, digest, url, checksum.as_deref(), filename)
@@ -69,7 +71,7 @@ impl Solver {
             file.set_modified(modified).map_err(|e| format!("setting the mtime of {}: {e}", path.display()))?;
         }
         let key = Digest::of(format!("{digest}\n{}", fetched.digest).as_bytes()).to_string();
-        Ok(Solved { key: Some(key), output: Output::Download(Arc::new(dir)), cached: false })
+        Ok(Solved { key: Some(key), output: Output::Download(Arc::new(dir)), cached: false, created: 0 })
     }
 
     /// The image `reference` (pinned by digest when the resolver found it) from the store,
