@@ -47,7 +47,7 @@ fn cache_mounts_persist_across_builds_stay_out_of_layers_and_are_pruned() {
     let dir = context(
         &k,
         "cache",
-        "FROM busybox\n\
+        "FROM busybox\nWORKDIR /app\n\
          RUN --mount=type=cache,target=/root/.cache/app,id=app-cache \
          sh -c 'echo run-$(cat /proc/sys/kernel/random/uuid) >> /root/.cache/app/log; wc -l < /root/.cache/app/log > /seen'\n",
         &[],
@@ -55,6 +55,7 @@ fn cache_mounts_persist_across_builds_stay_out_of_layers_and_are_pruned() {
     let (root, _) = build(&k, &dir, &["--no-cache"]);
     assert_eq!(read(&root.join("seen")).trim(), "1");
     assert!(!root.join("root/.cache").exists(), "the cache mount point must not reach the layer");
+    assert!(!root.join("app/root").exists(), "an absolute target is not below the WORKDIR");
     // The second build sees what the first one left in the cache.
     let (root, _) = build(&k, &dir, &["--no-cache"]);
     assert_eq!(read(&root.join("seen")).trim(), "2");

@@ -345,3 +345,35 @@ fn an_in_place_change_that_keeps_size_and_mtime_is_still_seen() {
         assert_eq!(names(&store, &diff), ["bin/", "bin/tool"], "{backend:?}");
     }
 }
+
+#[test]
+fn a_kept_upperdir_serves_the_next_step_without_unpacking_its_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store(tmp.path());
+    let layers = two_layers(&store, tmp.path());
+    let snapshotter = Snapshotter::new(&store).unwrap();
+    assert_eq!(snapshotter.backend(), Backend::Overlay);
+    let mut snap = snapshotter.prepare(&layers).unwrap();
+    change(snap.rootfs(), true);
+    let top = layer(&snap.diff(&DiffOptions::default()).unwrap());
+    let stack: Vec<Layer> = layers.iter().cloned().chain(std::iter::once(top.clone())).collect();
+    let diff_ids: Vec<_> = stack.iter().map(|l| l.diff_id.clone()).collect();
+    let chain = kiln_store::image::chain_ids(&diff_ids).pop().unwrap();
+    snapshotter.keep(snap, &chain).unwrap();
+    assert!(store.snapshots().contains(&chain));
+    assert!(fs::read_dir(snapshotter.work_dir()).unwrap().next().is_none(), "the step's directory is gone");
+
+    // The blob is not needed any more to mount the stack: the kept tree is the snapshot, and
+    // it shows what unpacking the layer would have shown.
+    let expected = flatten(&store, &tmp.path().join("flat"), &stack.iter().collect::<Vec<_>>());
+    store.blobs().remove(&top.digest).unwrap();
+    let next = snapshotter.prepare(&stack).unwrap();
+    let mut seen = describe(next.rootfs());
+    let mut want = expected;
+    // Directory times differ between a live upperdir and an unpacked tar; content does not.
+    for d in seen.values_mut().chain(want.values_mut()) {
+        d.mtime = None;
+    }
+    assert_eq!(seen, want);
+    next.cleanup().unwrap();
+}

@@ -105,11 +105,39 @@ impl Snapshots {
             .collect()
     }
 
-    fn unpack(&self, blobs: &BlobStore, layer: &Layer, chain_id: &Digest, dest: &Path) -> Result<(), SnapshotError> {
+    /// Publishes `tree`, the very tree a layer was just written from, in snapshot form (an
+    /// overlay upperdir: whiteouts as 0/0 character devices, opaque directories marked), as
+    /// the snapshot of `chain_id`, so the next step mounts it instead of unpacking the layer
+    /// again. The tree is moved (same filesystem), made durable first like an unpack; when the
+    /// snapshot exists already, `tree` is left where it is and `false` returned.
+    pub fn adopt(&self, chain_id: &Digest, tree: &Path) -> Result<bool, SnapshotError> {
+        let dest = self.path(chain_id);
+        let _lock = self.lock(chain_id)?;
+        if dest.is_dir() {
+            return Ok(false);
+        }
+        fs::set_permissions(tree, fs::Permissions::from_mode(0o755)).map_err(io_err(tree))?;
+        let dir = fs::File::open(tree).map_err(io_err(tree))?;
+        syncfs(&dir).map_err(|e| SnapshotError::Io { path: tree.to_owned(), source: e.into() })?;
+        match renameat_with(CWD, tree, CWD, &dest, RenameFlags::NOREPLACE) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => return Ok(false),
+            Err(e) => return Err(SnapshotError::Io { path: dest, source: e.into() }),
+        }
+        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir))?;
+        Ok(true)
+    }
+
+    /// The lock serialising the making of `chain_id`'s snapshot.
+    fn lock(&self, chain_id: &Digest) -> Result<fs::File, SnapshotError> {
         let lock_path = self.locks.join(format!("{}.lock", chain_id.hex()));
-        let _lock = lock_file(&lock_path, LockMode::Exclusive, |holders| {
-            tracing::info!("waiting for {holders:?} to finish unpacking layer {}", layer.digest);
-        })?;
+        Ok(lock_file(&lock_path, LockMode::Exclusive, |holders| {
+            tracing::info!("waiting for {holders:?} to finish making snapshot {chain_id}");
+        })?)
+    }
+
+    fn unpack(&self, blobs: &BlobStore, layer: &Layer, chain_id: &Digest, dest: &Path) -> Result<(), SnapshotError> {
+        let _lock = self.lock(chain_id)?;
         if dest.is_dir() {
             return Ok(());
         }

@@ -7,7 +7,8 @@ use kiln_frontend::graph::{Digest as VertexDigest, Exec, Mount, Network};
 use kiln_runner::diff::DiffOptions;
 use kiln_runner::sandbox::{self, Limits, Outcome, STEP_ONLY_PATHS, Stdio, StepMount, Stream};
 use kiln_runner::snapshot::Snapshot;
-use kiln_store::image::Layer;
+use kiln_store::Digest;
+use kiln_store::image::{Layer, chain_ids};
 
 use super::mounts::{Prepared, RunMount};
 use super::{Solved, Solver};
@@ -51,7 +52,7 @@ impl Solver {
             let run = self.run_in(digest, exec, &snapshot, binds, &flagged);
             drop(flagged);
             let layer = run.and_then(|()| self.diff(&mut snapshot));
-            let cleaned = snapshot.cleanup().map_err(|e| format!("removing the step's snapshot: {e}"));
+            let cleaned = self.finish(snapshot, layers_of(&exec.root), layer.as_ref().ok().and_then(Option::as_ref));
             let layer = layer?;
             cleaned?;
             Ok(layer)
@@ -113,6 +114,24 @@ impl Solver {
     /// A snapshot of `layers`, with the error as a message.
     pub(super) fn prepare(&self, layers: &[Layer]) -> Result<Snapshot, String> {
         self.snapshotter.prepare(layers).map_err(|e| format!("preparing a snapshot: {e}"))
+    }
+
+    /// Done with a step's snapshot, whose diff is `layer` on top of `below`: its upperdir is
+    /// kept as the new layer's unpacked snapshot when it is exactly what the layer holds (no
+    /// mtime clamping), else it is removed.
+    pub(super) fn finish(&self, snapshot: Snapshot, below: &[Layer], layer: Option<&Layer>) -> Result<(), String> {
+        let result = match layer {
+            Some(layer) if self.options.source_date_epoch.is_none() => {
+                let diff_ids: Vec<Digest> =
+                    below.iter().chain(std::iter::once(layer)).map(|l| l.diff_id.clone()).collect();
+                match chain_ids(&diff_ids).pop() {
+                    Some(chain_id) => self.snapshotter.keep(snapshot, &chain_id),
+                    None => snapshot.cleanup(),
+                }
+            }
+            _ => snapshot.cleanup(),
+        };
+        result.map_err(|e| format!("removing the step's snapshot: {e}"))
     }
 
     /// The layer of what changed in `snapshot`, stored; `None` when nothing did.

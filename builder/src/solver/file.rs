@@ -31,7 +31,8 @@ impl Solver {
             let mut snapshot = self.prepare(root)?;
             let applied = self.apply_actions(&snapshot, op, inputs, &mut sources);
             let layer = applied.and_then(|()| self.diff(&mut snapshot));
-            let cleaned = snapshot.cleanup().map_err(|e| format!("removing the step's snapshot: {e}"));
+            let below = inputs.get(&op.root).map(Solved::layers).unwrap_or_default();
+            let cleaned = self.finish(snapshot, below, layer.as_ref().ok().and_then(Option::as_ref));
             let layer = layer?;
             cleaned?;
             Ok(layer)

@@ -158,7 +158,10 @@ impl RunMount {
                 u32::from_str_radix(v, radix).map_err(|_| format!("invalid value for {name}: {v}"))
             })
         };
-        let target = fields.get("target").map(|t| clean(&format!("{cwd}/{t}")));
+        let target = fields.get("target").map(|t| match t.starts_with('/') {
+            true => clean(t),
+            false => clean(&format!("{cwd}/{t}")),
+        });
         let kind = fields.get("type").copied().unwrap_or("bind").to_ascii_lowercase();
         let need_target = || target.clone().ok_or_else(|| format!("mount type={kind} requires a target"));
         let allowed: &[&str] = match kind.as_str() {
@@ -545,6 +548,10 @@ mod tests {
             RunMount::parse("target=src,source=app,rw", 0, "/work").unwrap(),
             RunMount::Bind { target: "/work/src".into(), source: "/app".into(), rw: true }
         );
+        assert!(matches!(
+            RunMount::parse("type=cache,target=/root/.cache", 0, "/work").unwrap(),
+            RunMount::Cache { target, .. } if target == "/root/.cache"
+        ));
         assert_eq!(
             RunMount::parse("type=secret,id=tok", 0, "/").unwrap(),
             RunMount::Secret {

@@ -244,6 +244,21 @@ impl Snapshotter {
         Ok(snapshot)
     }
 
+    /// Cleans `snapshot` up once its diff was stored as the top layer of the stack whose chain
+    /// id is `chain_id`, keeping its upperdir (overlay backend) as that layer's unpacked
+    /// snapshot in the store: the next step mounts it instead of unpacking the blob again,
+    /// which for a big COPY costs as much as the copy itself. Call it only when the diff's
+    /// layer is the upperdir as it is (no `SOURCE_DATE_EPOCH` clamping of mtimes).
+    pub fn keep(&self, mut snapshot: Snapshot, chain_id: &Digest) -> Result<(), SnapshotError> {
+        if let Kind::Overlay { mounted, .. } = &snapshot.kind {
+            for target in mounted.clone().iter().rev() {
+                snapshot.unmount(target)?;
+            }
+            self.snapshots.adopt(chain_id, &snapshot.dir.join("upper"))?;
+        }
+        snapshot.cleanup()
+    }
+
     /// Unmounts and deletes snapshot directories left by processes that died without cleaning
     /// up (their lock is free). Returns how many were removed. Safe while other processes use
     /// the store: a live snapshot's lock is held.
