@@ -605,3 +605,31 @@ fn a_rebuild_from_the_cache_gives_the_same_image() {
     let third = k.ok(&["build", "-q", "--no-cache", ctx.to_str().unwrap()]);
     assert_ne!(first, third, "steps that ran again are newer");
 }
+
+#[test]
+fn copy_parents_and_exclude() {
+    let k = kiln();
+    let dir = k.path("parents");
+    for (path, content) in [
+        ("a/b/one.txt", "1\n"),
+        ("a/c/two.txt", "2\n"),
+        ("a/c/skip.md", "no\n"),
+        ("docs/x.txt", "x\n"),
+        ("docs/y.md", "y\n"),
+    ] {
+        let p = dir.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox\nCOPY --parents a/./**/*.txt /kept/\nCOPY --exclude=*.md docs /docs\n",
+    )
+    .unwrap();
+    let root = rootfs(&k, &dir, &[]);
+    assert_eq!(read(&root.join("kept/b/one.txt")), "1\n");
+    assert_eq!(read(&root.join("kept/c/two.txt")), "2\n");
+    assert!(!root.join("kept/c/skip.md").exists() && !root.join("kept/a").exists());
+    assert_eq!(read(&root.join("docs/x.txt")), "x\n");
+    assert!(!root.join("docs/y.md").exists(), "--exclude");
+}

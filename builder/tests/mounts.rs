@@ -273,3 +273,92 @@ fn ssh_mounts_forward_a_real_agent() {
     let err = k.fails(&["build", dir.to_str().unwrap()]);
     assert!(err.contains("no ssh agent \"default\""), "{err}");
 }
+
+/// Builds `dir` as a child process with `--progress plain` and `extra` flags.
+fn spawn_build(k: &Kiln, dir: &Path, dest: &Path, extra: &[&str]) -> std::process::Child {
+    let output = format!("type=local,dest={}", dest.display());
+    let mut args = vec!["build", "--no-cache", "--progress", "plain", "-o", &output];
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().unwrap());
+    k.command(&args).stderr(std::process::Stdio::piped()).spawn().unwrap()
+}
+
+#[test]
+fn concurrent_builds_share_a_cache_mount_as_sharing_says() {
+    let k = kiln();
+    // Each step first looks for another step listening on the loopback port (RUN shares the
+    // host network), then listens itself for a while: a step that hears or reaches the other
+    // ran at the same time as it.
+    let script = "sleep 0.5; if echo x | nc 127.0.0.1 $P 2>/dev/null; then echo overlap; \
+                  else (sleep 10 | nc -l -p $P > /tmp/heard &); sleep 4; if [ -s /tmp/heard ]; then echo overlap; else echo alone; fi; fi";
+    for (sharing, expected) in [("shared", "overlap"), ("locked", "alone")] {
+        let dir = context(
+            &k,
+            &format!("sharing-{sharing}"),
+            &format!(
+                "FROM busybox\nARG P\nRUN --mount=type=cache,id=together,target=/c,sharing={sharing} sh -c '{script}' > /result\n"
+            ),
+            &[],
+        );
+        let port = format!("P={}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+        let (a_out, b_out) = (k.path(&format!("{sharing}-a")), k.path(&format!("{sharing}-b")));
+        let mut a = spawn_build(&k, &dir, &a_out, &["--build-arg", &port]);
+        // B starts once A's step has started.
+        let mut a_err = std::io::BufReader::new(a.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(std::io::BufRead::read_line(&mut a_err, &mut line).unwrap() > 0, "A ended early: {seen}");
+            seen.push_str(&line);
+            if line.contains("[2/2] RUN") {
+                break;
+            }
+        }
+        let b = spawn_build(&k, &dir, &b_out, &["--build-arg", &port]).wait_with_output().unwrap();
+        std::io::Read::read_to_string(&mut a_err, &mut seen).unwrap();
+        assert!(a.wait().unwrap().success(), "{seen}");
+        assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+        assert_eq!(read(&a_out.join("result")).trim(), expected, "sharing={sharing}, build A");
+        assert_eq!(read(&b_out.join("result")).trim(), expected, "sharing={sharing}, build B");
+    }
+
+    // private: a step that holds the cache gets it alone; one running at the same time gets
+    // a directory of its own.
+    let dir = context(
+        &k,
+        "sharing-private",
+        "FROM busybox\nARG P\nARG NAME\n\
+         RUN --mount=type=cache,id=apart,target=/c,sharing=private sh -c 'echo $NAME > /c/$NAME; \
+         if [ $NAME = a ]; then nc -l -p $P > /dev/null; else sleep 0.5; until echo x | nc 127.0.0.1 $P; do sleep 0.2; done; fi; ls /c > /listing'\n",
+        &[],
+    );
+    let port = format!("P={}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let (a_out, b_out) = (k.path("private-a"), k.path("private-b"));
+    let a = spawn_build(&k, &dir, &a_out, &["--build-arg", &port, "--build-arg", "NAME=a"]);
+    let b = spawn_build(&k, &dir, &b_out, &["--build-arg", &port, "--build-arg", "NAME=b"]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert_eq!(read(&a_out.join("listing")), "a\n");
+    assert_eq!(read(&b_out.join("listing")), "b\n");
+}
+
+#[test]
+fn cache_mounts_are_seeded_from_a_stage() {
+    let k = kiln();
+    let dir = context(
+        &k,
+        "seed",
+        "FROM busybox AS seed\nRUN mkdir /seed && echo seeded > /seed/s.txt\n\
+         FROM busybox\nRUN --mount=type=cache,id=seeded,target=/c,from=seed,source=/seed,uid=1000,mode=0750 \
+         sh -c 'cat /c/s.txt > /out; stat -c \"%u %a\" /c > /owner'\n",
+        &[],
+    );
+    let (root, _) = build(&k, &dir, &[]);
+    assert_eq!(read(&root.join("out")), "seeded\n");
+    assert_eq!(read(&root.join("owner")), "1000 750\n");
+}
