@@ -129,6 +129,8 @@ kiln_build() { "$KILN" build --progress plain --network none -f "$1" -t "$3" "$2
 kiln_push() { "$KILN" push "$1" "$2"; }
 
 B=(buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver overlay)
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 buildah_reset() {
   "${B[@]}" rm -a >/dev/null 2>&1 || true
   umount_under "$work/buildah"
@@ -142,42 +144,15 @@ buildah_build() {
 }
 buildah_push() { "${B[@]}" push --tls-verify=false "$1" "docker://$2"; }
 
-D=/usr/bin/docker # Debian's 20.10 CLI: another docker on PATH may lack BuildKit
 docker_reset() {
-  local env
-  bash scripts/dockerd.sh stop "$ddir" >/dev/null
-  rm -rf "$ddir"
-  env=$(bash scripts/dockerd.sh start "$ddir") || return 1
-  eval "$env"
-  export DOCKER_HOST
+  restart_dockerd "$ddir" || return 1
   for b in "$@"; do "$D" load -q -i "$work/bases/$b.tar" >/dev/null || return 1; done
 }
 docker_build() { DOCKER_BUILDKIT=1 "$D" build --progress plain --network none -f "$1" -t "$3" "$2"; }
 # 127.0.0.0/8 is an insecure (plain HTTP) registry for dockerd by default.
 docker_push() { "$D" tag "$1" "$2" && "$D" push "$2"; }
 
-# Peers that cannot start are left out, saying why.
-available=()
-for t in "${tools[@]}"; do
-  case $t in
-  kiln) available+=(kiln) ;;
-  buildah)
-    if "${B[@]}" info >"$work/logs/buildah-info" 2>&1 && command -v runc >/dev/null; then
-      available+=(buildah)
-    else
-      echo "== buildah left out: $(tail -n 3 "$work/logs/buildah-info")" | tee -a "$work/machine"
-    fi
-    ;;
-  docker)
-    if docker_reset; then
-      available+=(docker)
-    else
-      echo "== docker left out: dockerd did not start (scripts/dockerd.sh's message above)" | tee -a "$work/machine"
-    fi
-    ;;
-  *) echo "build.sh: unknown tool $t (kiln, buildah, docker)" >&2; exit 2 ;;
-  esac
-done
+probe_tools "${tools[@]}"
 {
   echo "== kiln: $KILN (repo HEAD $(git -C "$repo" rev-parse --short HEAD)${KILN_GIVEN:+; given by KILN, may be older})"
   buildah --version

@@ -86,6 +86,8 @@ kiln_reset() {
 kiln_build() { "$KILN" build --progress plain --network none -t bench/pipcache "$ctx"; }
 
 B=(buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver overlay)
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 buildah_reset() {
   "${B[@]}" rm -a >/dev/null 2>&1 || true
   umount_under "$work/buildah"
@@ -99,39 +101,13 @@ buildah_build() {
     --jobs "$(nproc)" --format docker -t bench/pipcache "$ctx"
 }
 
-D=/usr/bin/docker # Debian's 20.10 CLI: another docker on PATH may lack BuildKit
 docker_reset() {
-  local env
-  bash scripts/dockerd.sh stop "$ddir" >/dev/null
-  rm -rf "$ddir"
-  env=$(bash scripts/dockerd.sh start "$ddir") || return 1
-  eval "$env"
-  export DOCKER_HOST
+  restart_dockerd "$ddir" || return 1
   "$D" load -q -i "$work/busybox.tar" >/dev/null
 }
 docker_build() { DOCKER_BUILDKIT=1 "$D" build --progress plain --network none -t bench/pipcache "$ctx"; }
 
-available=()
-for t in "${tools[@]}"; do
-  case $t in
-  kiln) available+=(kiln) ;;
-  buildah)
-    if "${B[@]}" info >"$work/logs/buildah-info" 2>&1 && command -v runc >/dev/null; then
-      available+=(buildah)
-    else
-      echo "== buildah left out: $(tail -n 3 "$work/logs/buildah-info")" | tee -a "$work/machine"
-    fi
-    ;;
-  docker)
-    if docker_reset >"$work/logs/docker-start" 2>&1; then
-      available+=(docker)
-    else
-      echo "== docker left out: $(tail -n 3 "$work/logs/docker-start")" | tee -a "$work/machine"
-    fi
-    ;;
-  *) echo "cache-mount.sh: unknown tool $t (kiln, buildah, docker)" >&2; exit 2 ;;
-  esac
-done
+probe_tools "${tools[@]}"
 {
   echo "== kiln: $KILN (repo HEAD $(git -C "$repo" rev-parse --short HEAD)${KILN_GIVEN:+; given by KILN, may be older})"
   buildah --version
