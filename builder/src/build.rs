@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 use kiln_frontend::graph::{BuildGraph, Digest as VertexDigest, Op, Source, StageOutput};
 use kiln_frontend::{BuildOptions, FrontendError};
 use kiln_runner::sandbox::{CancelToken, Sandbox};
-use kiln_runner::snapshot::Snapshotter;
 use kiln_store::Store;
 use kiln_store::image::{Image, ImageError, commit_image};
 use kiln_store::registry::{Reference, RegistryClient};
@@ -99,13 +98,8 @@ pub async fn build(
     let mut solve = request.solve;
     let epoch = solve.source_date_epoch.map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64));
     solve.no_cache_vertices = no_cache_vertices(&graph, &request.no_cache_filter)?;
-    let snapshotter = Snapshotter::new(&store).map_err(|e| store_err("setting up snapshots")(e.to_string()))?;
-    if let Err(e) = snapshotter.remove_stale() {
-        tracing::warn!("removing snapshots left by killed builds: {e}");
-    }
     let solver = Arc::new(Solver::new(
         Arc::clone(&store),
-        snapshotter,
         request.sandbox,
         registry,
         request.context,

@@ -113,25 +113,22 @@ impl Solver {
 
     /// A snapshot of `layers`, with the error as a message.
     pub(super) fn prepare(&self, layers: &[Layer]) -> Result<Snapshot, String> {
-        self.snapshotter.prepare(layers).map_err(|e| format!("preparing a snapshot: {e}"))
+        self.snapshotter()?.prepare(layers).map_err(|e| format!("preparing a snapshot: {e}"))
     }
 
     /// Done with a step's snapshot, whose diff is `layer` on top of `below`: its upperdir is
     /// kept as the new layer's unpacked snapshot when it is exactly what the layer holds (no
     /// mtime clamping), else it is removed.
     pub(super) fn finish(&self, snapshot: Snapshot, below: &[Layer], layer: Option<&Layer>) -> Result<(), String> {
-        let result = match layer {
-            Some(layer) if self.options.source_date_epoch.is_none() => {
-                let diff_ids: Vec<Digest> =
-                    below.iter().chain(std::iter::once(layer)).map(|l| l.diff_id.clone()).collect();
-                match chain_ids(&diff_ids).pop() {
-                    Some(chain_id) => self.snapshotter.keep(snapshot, &chain_id),
-                    None => snapshot.cleanup(),
-                }
-            }
-            _ => snapshot.cleanup(),
-        };
-        result.map_err(|e| format!("removing the step's snapshot: {e}"))
+        let removing = |e: kiln_runner::snapshot::SnapshotError| format!("removing the step's snapshot: {e}");
+        let chain_id = layer.filter(|_| self.options.source_date_epoch.is_none()).and_then(|layer| {
+            let diff_ids: Vec<Digest> = below.iter().chain(std::iter::once(layer)).map(|l| l.diff_id.clone()).collect();
+            chain_ids(&diff_ids).pop()
+        });
+        match chain_id {
+            Some(chain_id) => self.snapshotter()?.keep(snapshot, &chain_id).map_err(removing),
+            None => snapshot.cleanup().map_err(removing),
+        }
     }
 
     /// The layer of what changed in `snapshot`, stored; `None` when nothing did.

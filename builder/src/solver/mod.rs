@@ -22,7 +22,7 @@ mod source;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use kiln_frontend::dockerignore::DockerIgnore;
@@ -138,7 +138,9 @@ pub enum SolveError {
 /// Everything one build's vertices share.
 pub struct Solver {
     pub(crate) store: Arc<Store>,
-    pub(crate) snapshotter: Snapshotter,
+    /// Set up on first use: a build whose steps all hit the cache mounts nothing, so it
+    /// skips the overlay probe and the stale-snapshot sweep.
+    snapshotter: OnceLock<Result<Snapshotter, String>>,
     pub(crate) sandbox: Sandbox,
     pub(crate) registry: Arc<RegistryClient>,
     pub(crate) context: BuildContext,
@@ -156,7 +158,6 @@ impl Solver {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
-        snapshotter: Snapshotter,
         sandbox: Sandbox,
         registry: Arc<RegistryClient>,
         context: BuildContext,
@@ -166,6 +167,7 @@ impl Solver {
         file_name: String,
     ) -> Solver {
         let stats = StatCache::load(key::stat_cache_path(store.root(), &context.dir));
+        let snapshotter = OnceLock::new();
         Solver { store, snapshotter, sandbox, registry, context, stats, progress, options, cancel, file_name }
     }
 
@@ -395,6 +397,20 @@ impl Solver {
             self.cache_store(key, &solved).map_err(fail)?;
         }
         Ok(solved)
+    }
+
+    /// The snapshotter, set up (and snapshots left by killed builds removed) on first use.
+    pub(crate) fn snapshotter(&self) -> Result<&Snapshotter, String> {
+        self.snapshotter
+            .get_or_init(|| {
+                let snapshotter = Snapshotter::new(&self.store).map_err(|e| format!("setting up snapshots: {e}"))?;
+                if let Err(e) = snapshotter.remove_stale() {
+                    tracing::warn!("removing snapshots left by killed builds: {e}");
+                }
+                Ok(snapshotter)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// A step error located at `vertex`'s instruction.
