@@ -13,6 +13,8 @@
 # KILN_BENCH_PORT (default 5071) is the loopback registry's port. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 repo=$PWD
 runs=1
 cases=$(cd bench/cases && ls -d -- */ | tr -d / | tr '\n' ,)
@@ -47,12 +49,6 @@ registry_pid=
 results=$work/results.tsv
 mkdir -p "$work/logs" "$work/bases" "$work/ctx"
 
-# Unmounts whatever is mounted under DIR (overlays a killed build or daemon left), deepest first.
-umount_under() {
-  awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do
-    umount -l "$m" 2>/dev/null || true
-  done
-}
 stop_registry() {
   if [ -n "$registry_pid" ]; then
     kill "$registry_pid" 2>/dev/null || true
@@ -62,12 +58,8 @@ stop_registry() {
 }
 cleanup() {
   stop_registry
-  bash scripts/dockerd.sh stop "$ddir" >/dev/null 2>&1 || true
-  umount_under "$work"
-  umount_under "$ddir"
   # Every command's output stays for reading after the run.
-  rm -rf "$cache/last-logs" && mv "$work/logs" "$cache/last-logs" 2>/dev/null || true
-  rm -rf "$work" "$ddir"
+  clean_run last-logs
 }
 trap cleanup EXIT
 
@@ -129,8 +121,6 @@ kiln_build() { "$KILN" build --progress plain --network none -f "$1" -t "$3" "$2
 kiln_push() { "$KILN" push "$1" "$2"; }
 
 B=(buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver overlay)
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
 buildah_reset() {
   "${B[@]}" rm -a >/dev/null 2>&1 || true
   umount_under "$work/buildah"

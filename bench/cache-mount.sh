@@ -17,6 +17,8 @@
 # PIPCACHE_PKG_MB (unpacked MiB per package, default 4) size it. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 repo=$PWD
 runs=3
 tools=kiln,buildah,docker
@@ -44,19 +46,7 @@ results=$work/results.tsv
 ctx=$work/ctx
 mkdir -p "$work/logs" "$ctx"
 
-# Unmounts whatever is mounted under DIR (overlays a killed build or daemon left), deepest first.
-umount_under() {
-  awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do
-    umount -l "$m" 2>/dev/null || true
-  done
-}
-cleanup() {
-  bash scripts/dockerd.sh stop "$ddir" >/dev/null 2>&1 || true
-  umount_under "$work"
-  umount_under "$ddir"
-  rm -rf "$cache/last-cachemount-logs" && mv "$work/logs" "$cache/last-cachemount-logs" 2>/dev/null || true
-  rm -rf "$work" "$ddir"
-}
+cleanup() { clean_run last-cachemount-logs; }
 trap cleanup EXIT
 
 echo "== machine: $(nproc) cores, $(uname -r); load before: $(uptime)" | tee "$work/machine"
@@ -86,8 +76,6 @@ kiln_reset() {
 kiln_build() { "$KILN" build --progress plain --network none -t bench/pipcache "$ctx"; }
 
 B=(buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver overlay)
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
 buildah_reset() {
   "${B[@]}" rm -a >/dev/null 2>&1 || true
   umount_under "$work/buildah"

@@ -1,6 +1,7 @@
 # Shared by the bench scripts that compare kiln with buildah and docker+BuildKit: the private
-# dockerd and which peers could start. Source it after setting `work` (the run's directory,
-# with `logs/` and `machine`) and `B` (the buildah command with its private storage).
+# dockerd, which peers could start, and the clean-up of a run. Its functions read the caller's
+# `work` (the run's directory, with `logs/` and `machine`), `ddir` (the dockerd directory),
+# `cache` (kept between runs) and `B` (the buildah command with its private storage).
 
 D=/usr/bin/docker # Debian's 20.10 CLI: another docker on PATH may lack BuildKit
 
@@ -39,4 +40,21 @@ probe_tools() {
     *) echo "unknown tool $t (kiln, buildah, docker)" >&2; exit 2 ;;
     esac
   done
+}
+
+# Unmounts whatever is mounted under DIR (overlays a killed build or daemon left), deepest first.
+umount_under() {
+  awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+}
+
+# Stops the private dockerd, unmounts and removes the run's directories, and keeps the run's
+# logs as `$cache/$1` for reading afterwards.
+clean_run() {
+  bash scripts/dockerd.sh stop "$ddir" >/dev/null 2>&1 || true
+  umount_under "$work"
+  umount_under "$ddir"
+  rm -rf "${cache:?}/$1" && mv "$work/logs" "$cache/$1" 2>/dev/null || true
+  rm -rf "$work" "$ddir"
 }

@@ -633,3 +633,18 @@ fn copy_parents_and_exclude() {
     assert_eq!(read(&root.join("docs/x.txt")), "x\n");
     assert!(!root.join("docs/y.md").exists(), "--exclude");
 }
+
+#[test]
+fn output_flags_that_would_be_ignored_are_errors() {
+    let k = kiln();
+    let ctx = case("demo");
+    let ctx = ctx.to_str().unwrap();
+    let err = k.fails(&["build", "-t", "x:1", "-o", "type=local,dest=out", ctx]);
+    assert!(err.contains("-t and --push have nothing to name or push"), "{err}");
+    let err = k.fails(&["build", "--push", "-t", "x:1", "-o", "type=oci,dest=x.tar", ctx]);
+    assert!(err.contains("--push needs an image output"), "{err}");
+    let err = k.fails(&["build", "-o", "type=image,dest=somewhere", ctx]);
+    assert!(err.contains("option \"dest\" is not supported for type=image"), "{err}");
+    let err = k.fails(&["build", "-o", "type=image,name=x:1,push=yes", ctx]);
+    assert!(err.contains("push=\"yes\" is not true or false"), "{err}");
+}

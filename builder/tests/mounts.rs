@@ -175,7 +175,7 @@ fn secrets_reach_the_step_and_nothing_else() {
         &[],
     );
     let src = format!("id=token,src={}", secret_file.display());
-    let (root, log) = build(&k, &dir, &["--secret", &src, "-t", "secret:1"]);
+    let (root, log) = build(&k, &dir, &["--secret", &src]);
     let (_, rawjson) = {
         let out = k.kiln(&["build", "--progress", "rawjson", "--no-cache", "--secret", &src, dir.to_str().unwrap()]);
         assert!(out.status.success());

@@ -117,8 +117,14 @@ fn parse_output(args: &BuildArgs) -> anyhow::Result<Output> {
     let Some(spec) = &args.output else {
         return Ok(Output::Image { names: args.tags.clone(), push: args.push });
     };
+    let local = |dest: PathBuf| {
+        if !args.tags.is_empty() || args.push {
+            bail!("--output {spec:?} writes files, not an image: -t and --push have nothing to name or push");
+        }
+        Ok(Output::Local { dest })
+    };
     if !spec.contains('=') && !spec.contains(',') {
-        return Ok(Output::Local { dest: PathBuf::from(spec) });
+        return local(PathBuf::from(spec));
     }
     let mut fields = BTreeMap::new();
     for part in spec.split(',') {
@@ -126,22 +132,31 @@ fn parse_output(args: &BuildArgs) -> anyhow::Result<Output> {
         fields.insert(k.trim().to_owned(), v.trim().to_owned());
     }
     let kind = fields.remove("type").unwrap_or_else(|| "local".to_owned());
-    let dest = fields.remove("dest").map(PathBuf::from);
     let output = match kind.as_str() {
         "image" | "registry" => {
             let mut names = args.tags.clone();
             if let Some(n) = fields.remove("name") {
                 names.extend(n.split(',').map(str::to_owned));
             }
-            let push = kind == "registry" || args.push || fields.remove("push").as_deref() == Some("true");
+            let push = match fields.remove("push").as_deref() {
+                None | Some("false") => kind == "registry" || args.push,
+                Some("true") => true,
+                Some(other) => bail!("--output {spec:?}: push={other:?} is not true or false"),
+            };
             Output::Image { names, push }
         }
         "oci" | "docker" => {
+            if args.push {
+                bail!("--push needs an image output, not type={kind}");
+            }
             let format = if kind == "oci" { ArchiveFormat::Oci } else { ArchiveFormat::Docker };
+            let dest = fields.remove("dest").map(PathBuf::from);
             Output::Archive { format, dest: dest.filter(|d| d != Path::new("-")) }
         }
         "local" => {
-            Output::Local { dest: dest.with_context(|| format!("--output {spec:?}: type=local needs dest=DIR"))? }
+            let dest =
+                fields.remove("dest").with_context(|| format!("--output {spec:?}: type=local needs dest=DIR"))?;
+            local(PathBuf::from(dest))?
         }
         "tar" => bail!("--output type=tar is not supported yet: use type=local,dest=DIR or type=oci"),
         other => bail!("--output {spec:?}: unknown type {other:?} (image, registry, oci, docker, local)"),

@@ -379,7 +379,9 @@ pub fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<ExitCode> {
         println!("Dropped {dropped} build cache entries");
     }
     if !args.keep_cache_mounts {
-        for id in remove_cache_mounts(&global.root)? {
+        let ids = kiln_builder::solver::mounts::remove_cache_mounts(&global.root)
+            .with_context(|| format!("removing the cache mounts of {}", global.root.display()))?;
+        for id in ids {
             println!("deleted cache mount: {id}");
         }
     }
@@ -395,27 +397,6 @@ pub fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<ExitCode> {
         human_size(report.bytes_freed)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Removes the `RUN --mount=type=cache` directories (no build runs: the store is locked
-/// exclusively); returns their ids.
-fn remove_cache_mounts(root: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let dir = root.join("cache-mounts");
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    let mut ids = Vec::new();
-    for entry in entries {
-        let path = entry.with_context(|| format!("reading {}", dir.display()))?.path();
-        if path.extension().is_some_and(|e| e == "id") {
-            ids.push(std::fs::read_to_string(&path).unwrap_or_default());
-        }
-    }
-    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    ids.sort();
-    Ok(ids)
 }
 
 /// `kiln load`.

@@ -169,7 +169,8 @@ impl RunMount {
             "cache" => &["type", "target", "source", "from", "ro", "rw", "id", "sharing", "mode", "uid", "gid"],
             "tmpfs" => &["type", "target", "size"],
             "secret" => &["type", "target", "id", "env", "required", "mode", "uid", "gid"],
-            "ssh" => &["type", "target", "id", "required", "mode", "uid", "gid"],
+            // BuildKit's uid/gid/mode for ssh need a proxy socket kiln does not make yet.
+            "ssh" => &["type", "target", "id", "required"],
             other => return Err(format!("unsupported mount type {other:?} (bind, cache, tmpfs, secret, ssh)")),
         };
         if let Some(key) = fields.keys().chain(flags.iter()).find(|k| !allowed.contains(k)) {
@@ -180,6 +181,9 @@ impl RunMount {
             "bind" => RunMount::Bind { target: need_target()?, source, rw: flag("rw")? && !flag("ro")? },
             "cache" => {
                 let target = need_target()?;
+                if fields.contains_key("source") && !fields.contains_key("from") {
+                    return Err("source= on a cache mount needs from= (a subdirectory of the cache itself is not supported yet)".to_owned());
+                }
                 RunMount::Cache {
                     // BuildKit's default id is the target as written.
                     id: fields.get("id").or(fields.get("target")).map_or_else(|| target.clone(), |s| s.to_string()),
@@ -280,6 +284,32 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// Where the `RUN --mount=type=cache` directories of the store at `root` live.
+fn cache_mounts_dir(root: &Path) -> PathBuf {
+    root.join("cache-mounts")
+}
+
+/// Removes every cache mount directory of the store at `root` (the caller holds the store
+/// exclusively, so no step uses one); returns their ids, sorted.
+pub fn remove_cache_mounts(root: &Path) -> std::io::Result<Vec<String>> {
+    let dir = cache_mounts_dir(root);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "id") {
+            ids.push(fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    fs::remove_dir_all(&dir)?;
+    ids.sort();
+    Ok(ids)
+}
+
 /// What one step's mounts hold on the host until the step is over: snapshots, temp dirs,
 /// open fds and cache locks. Dropping it releases them.
 #[derive(Default)]
@@ -331,7 +361,7 @@ impl Solver {
     fn cache_mount_dir(&self, id: &str, n: usize) -> PathBuf {
         let name = Digest::of(id.as_bytes()).hex().to_owned();
         let name = if n == 0 { name } else { format!("{name}-{n}") };
-        self.store.root().join("cache-mounts").join(name)
+        cache_mounts_dir(self.store.root()).join(name)
     }
 
     /// Makes every `--mount` of a step ready. `flags` are the flags with the vertex their
@@ -583,6 +613,8 @@ mod tests {
             ("type=cache", "requires a target"),
             ("type=cache,target=/x,sharing=sometimes", "unrecognized sharing"),
             ("type=cache,target=/x,mode=999", "invalid value for mode"),
+            ("type=ssh,uid=1000", "not valid for mount type=ssh"),
+            ("type=cache,target=/x,source=/sub", "needs from="),
         ] {
             let err = RunMount::parse(bad, 0, "/").unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
