@@ -302,8 +302,8 @@ fn unsupported_requests_fail_with_a_clear_error() {
     assert!(err.contains("host platform"), "{err}");
     let err = k.fails(&["build", "--secret", "id=a,src=/nonexistent", dir.to_str().unwrap()]);
     assert!(err.contains("/nonexistent is not a file"), "{err}");
-    let err = k.fails(&["build", "-o", "type=tar,dest=x.tar", dir.to_str().unwrap()]);
-    assert!(err.contains("type=tar"), "{err}");
+    let err = k.fails(&["build", "-o", "type=tar", dir.to_str().unwrap()]);
+    assert!(err.contains("type=tar needs dest=FILE"), "{err}");
 }
 
 #[test]
@@ -647,4 +647,194 @@ fn output_flags_that_would_be_ignored_are_errors() {
     assert!(err.contains("option \"dest\" is not supported for type=image"), "{err}");
     let err = k.fails(&["build", "-o", "type=image,name=x:1,push=yes", ctx]);
     assert!(err.contains("push=\"yes\" is not true or false"), "{err}");
+}
+
+/// The media types and diffIDs of the layers of `image`.
+fn layer_types(k: &Kiln, image: &str) -> (Vec<String>, Vec<String>) {
+    let image = k.inspect(image);
+    let types = image["Manifest"]["layers"].as_array().unwrap().iter();
+    let types = types.map(|l| l["mediaType"].as_str().unwrap().to_owned()).collect();
+    let diff_ids = image["Config"]["rootfs"]["diff_ids"].as_array().unwrap().iter();
+    (types, diff_ids.map(|d| d.as_str().unwrap().to_owned()).collect())
+}
+
+#[test]
+fn cached_steps_follow_compression_source_date_epoch_and_no_cache_runs() {
+    let k = kiln();
+    let dir = k.path("stamps");
+    fs::create_dir_all(&dir).unwrap();
+    // Each RUN writes something new every time it runs, so a hit is told from a re-run.
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox AS stamp\nRUN cat /proc/sys/kernel/random/uuid > /stamp\n\
+         FROM busybox\nCOPY --from=stamp /stamp /stamp\nRUN cat /proc/sys/kernel/random/uuid > /second\n",
+    )
+    .unwrap();
+    let ctx = dir.to_str().unwrap();
+    let stamps = |image: &str| (k.ok(&["run", image, "cat", "/stamp"]), k.ok(&["run", image, "cat", "/second"]));
+    k.ok(&["build", "-q", "-t", "s:gzip", ctx]);
+    let (gzip_types, gzip_ids) = layer_types(&k, "s:gzip");
+    assert!(gzip_types[1..].iter().all(|t| t.ends_with("+gzip")), "{gzip_types:?}");
+
+    // Another compression: every step is a hit, and its layers come in the compression asked
+    // for, holding the same tars.
+    let (ran, _) = build_steps(&k, &dir, &["--compression", "zstd", "-t", "s:zstd"]);
+    assert!(ran.is_empty(), "a compression change re-ran {ran:?}");
+    let (zstd_types, zstd_ids) = layer_types(&k, "s:zstd");
+    assert!(zstd_types[0].ends_with("+gzip"), "the base's layer is kept as pulled: {zstd_types:?}");
+    assert!(zstd_types[1..].iter().all(|t| t.ends_with("+zstd")), "{zstd_types:?}");
+    assert_eq!(zstd_ids, gzip_ids);
+    assert_eq!(stamps("s:zstd"), stamps("s:gzip"));
+    let (ran, _) = build_steps(&k, &dir, &["--compression", "uncompressed", "-t", "s:plain"]);
+    assert!(ran.is_empty(), "{ran:?}");
+    let (plain_types, _) = layer_types(&k, "s:plain");
+    assert!(plain_types[1..].iter().all(|t| t.ends_with(".tar")), "{plain_types:?}");
+
+    // --no-cache runs every step, and the next plain build reuses what it made, not the
+    // older entries.
+    k.ok(&["build", "-q", "--no-cache", "-t", "s:fresh", ctx]);
+    assert_ne!(stamps("s:fresh").0, stamps("s:gzip").0);
+    let (ran, _) = build_steps(&k, &dir, &["-t", "s:after"]);
+    assert!(ran.is_empty(), "{ran:?}");
+    assert_eq!(stamps("s:after"), stamps("s:fresh"));
+
+    // --no-cache-filter on the first stage: its new /stamp reaches the final stage, whose
+    // steps built on the old one do not hit.
+    let (ran, _) = build_steps(&k, &dir, &["--no-cache-filter", "stamp", "-t", "s:filtered"]);
+    assert!(ran.iter().any(|s| s.starts_with("[stage-1 3/3] RUN")), "{ran:?}");
+    let (stamp, second) = stamps("s:filtered");
+    assert_ne!(stamp, stamps("s:after").0);
+    assert_ne!(second, stamps("s:after").1);
+    let (ran, _) = build_steps(&k, &dir, &["-t", "s:again"]);
+    assert!(ran.is_empty(), "{ran:?}");
+    assert_eq!(stamps("s:again"), (stamp, second));
+
+    // SOURCE_DATE_EPOCH changes the layers (clamped mtimes): the steps run again.
+    let epoch = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    let (ran, _) = build_steps(&k, &dir, &epoch);
+    assert!(ran.iter().any(|s| s.contains("RUN")), "{ran:?}");
+    let root = rootfs(&k, &dir, &epoch);
+    assert!(fs::metadata(root.join("second")).unwrap().mtime() <= 1_700_000_000);
+}
+
+/// The entries of a tar (as `tar -tv` lists them: mode, owner, size, name, link).
+fn tar_listing(tar: &[u8]) -> Vec<String> {
+    let mut child = std::process::Command::new("tar")
+        .args(["-tv", "--numeric-owner", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let tar = tar.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&tar));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "not a tar");
+    // `-rwxr-xr-x 0/0 1234 2023-11-14 22:13 ./bin/sh`: keep mode, owner, size and name.
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {} {}", f[0], f[1], f[2], f[5..].join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn outputs_to_files_standard_output_and_names() {
+    let k = kiln();
+    let ctx = case("demo");
+    let ctx = ctx.to_str().unwrap();
+
+    // type=tar: the root filesystem as one tar, the same entries as type=local's directory.
+    let tar_path = k.path("rootfs.tar");
+    k.ok(&["build", "-q", "-o", &format!("type=tar,dest={}", tar_path.display()), ctx]);
+    let from_file = tar_listing(&fs::read(&tar_path).unwrap());
+    assert!(
+        from_file.iter().any(|e| e.starts_with("-rwxr-xr-x 0/0") && e.ends_with(" usr/local/bin/hello")),
+        "{from_file:#?}"
+    );
+    assert!(from_file.iter().any(|e| e.ends_with(" app/shout.txt")), "{from_file:#?}");
+    let local = rootfs(&k, &case("demo"), &[]);
+    let mut local_names: Vec<String> = Vec::new();
+    let walk =
+        std::process::Command::new("find").arg(".").arg("-mindepth").arg("1").current_dir(&local).output().unwrap();
+    for line in String::from_utf8(walk.stdout).unwrap().lines() {
+        local_names.push(line.trim_start_matches("./").to_owned());
+    }
+    let mut tar_names: Vec<String> = from_file
+        .iter()
+        .map(|e| e.splitn(4, ' ').nth(3).unwrap().split(" -> ").next().unwrap().split(" link to ").next().unwrap())
+        .map(|n| n.trim_end_matches('/').to_owned())
+        .collect();
+    local_names.sort();
+    tar_names.sort();
+    assert_eq!(tar_names, local_names);
+
+    // `-o -` writes the same tar to standard output; -q then prints nothing there.
+    let out = k.kiln(&["build", "-q", "-o", "-", ctx]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(tar_listing(&out.stdout), from_file);
+    // An archive on standard output is the archive only, with -q too.
+    let out = k.kiln(&["build", "-q", "-o", "type=docker", ctx]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(tar_listing(&out.stdout).iter().any(|e| e.ends_with(" manifest.json")));
+
+    // -o DIR is type=local; -t twice names the image twice; the metadata file names them.
+    let dir = k.path("short");
+    k.ok(&["build", "-q", "-o", dir.to_str().unwrap(), ctx]);
+    assert!(dir.join("usr/local/bin/hello").is_file());
+    let metadata = k.path("metadata.json");
+    let id = k.ok(&["build", "-q", "-t", "one:1", "-t", "two:2", "--metadata-file", metadata.to_str().unwrap(), ctx]);
+    assert_eq!(k.inspect("one:1")["Id"], k.inspect("two:2")["Id"]);
+    assert_eq!(k.inspect("one:1")["Id"].as_str().unwrap(), id.trim());
+    let meta: serde_json::Value = serde_json::from_str(&read(&metadata)).unwrap();
+    assert_eq!(meta["image.name"], "docker.io/library/one:1,docker.io/library/two:2");
+    assert_eq!(meta["containerimage.descriptor"]["digest"], meta["containerimage.digest"]);
+    assert!(meta["containerimage.descriptor"]["size"].as_u64().unwrap() > 0);
+    // Without a name, no `image.name` (as buildx).
+    k.ok(&["build", "-q", "--metadata-file", metadata.to_str().unwrap(), ctx]);
+    let meta: serde_json::Value = serde_json::from_str(&read(&metadata)).unwrap();
+    assert!(meta.get("image.name").is_none(), "{meta:#}");
+
+    // type=image with a name stores it; rawjson progress is JSON lines only.
+    let out = k.kiln(&["build", "--progress", "rawjson", "-o", "type=image,name=named:1", ctx]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for line in stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+    }
+    assert_eq!(k.inspect("named:1")["Id"].as_str().unwrap(), id.trim());
+}
+
+#[test]
+fn the_network_flag_sets_the_default_of_run_steps() {
+    let k = kiln();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Every connection is closed at once, so a step's `nc` that got through ends.
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    let dir = k.path("network");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM busybox\nRUN if nc -w 1 127.0.0.1 {port} </dev/null; then echo reachable; else echo unreachable; fi > /net\n\
+             RUN --network=host if nc -w 1 127.0.0.1 {port} </dev/null; then echo reachable; else echo unreachable; fi > /host\n"
+        ),
+    )
+    .unwrap();
+    // Without the flag RUN shares the host's network (as BuildKit without CNI: DIFFERENCES.md).
+    let root = rootfs(&k, &dir, &[]);
+    assert_eq!(read(&root.join("net")), "reachable\n");
+    // --network none isolates the steps that do not choose; `RUN --network=host` still may.
+    let root = rootfs(&k, &dir, &["--network", "none"]);
+    assert_eq!(read(&root.join("net")), "unreachable\n");
+    assert_eq!(read(&root.join("host")), "reachable\n");
 }

@@ -441,12 +441,19 @@ fn any_dirs(s: &[char], i: usize, after: &[bool]) -> bool {
 }
 
 /// Finds and reads the ignore file BuildKit would use: `<dockerfile>.dockerignore` next to the
-/// Dockerfile if it exists, else `.dockerignore` at the context root. Returns the file used,
-/// or `None` (nothing ignored) when neither exists.
-pub fn find_ignore_file(context_dir: &Path, dockerfile: &Path) -> Result<Option<(PathBuf, DockerIgnore)>, IgnoreError> {
-    let mut specific = dockerfile.as_os_str().to_owned();
-    specific.push(".dockerignore");
-    for candidate in [PathBuf::from(specific), context_dir.join(".dockerignore")] {
+/// Dockerfile if it exists, else `.dockerignore` at the context root. `dockerfile` is `None`
+/// for a Dockerfile read from standard input, which has no file beside it. Returns the file
+/// used, or `None` (nothing ignored) when neither exists.
+pub fn find_ignore_file(
+    context_dir: &Path,
+    dockerfile: Option<&Path>,
+) -> Result<Option<(PathBuf, DockerIgnore)>, IgnoreError> {
+    let specific = dockerfile.map(|d| {
+        let mut name = d.as_os_str().to_owned();
+        name.push(".dockerignore");
+        PathBuf::from(name)
+    });
+    for candidate in specific.into_iter().chain([context_dir.join(".dockerignore")]) {
         match std::fs::read_to_string(&candidate) {
             Ok(text) => {
                 let ignore = DockerIgnore::parse(&text, &candidate.display().to_string())?;

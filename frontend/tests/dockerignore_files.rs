@@ -16,21 +16,25 @@ fn dockerfile_specific_ignore_file_wins() {
     let ctx = scratch_dir("specific");
     std::fs::write(ctx.join(".dockerignore"), "*.log\n").unwrap();
     std::fs::write(ctx.join("sub/Dockerfile2.dockerignore"), "# only secrets\nsecret\n").unwrap();
-    let (used, ignore) = find_ignore_file(&ctx, &ctx.join("sub/Dockerfile2")).unwrap().unwrap();
+    let (used, ignore) = find_ignore_file(&ctx, Some(&ctx.join("sub/Dockerfile2"))).unwrap().unwrap();
     assert_eq!(used, ctx.join("sub/Dockerfile2.dockerignore"));
     assert!(ignore.is_excluded("secret/key"));
     assert!(!ignore.is_excluded("app.log"));
 
-    let (used, ignore) = find_ignore_file(&ctx, &ctx.join("Dockerfile")).unwrap().unwrap();
+    let (used, ignore) = find_ignore_file(&ctx, Some(&ctx.join("Dockerfile"))).unwrap().unwrap();
     assert_eq!(used, ctx.join(".dockerignore"));
     assert!(ignore.is_excluded("app.log"));
+
+    // A Dockerfile from standard input has no file beside it: the context's file applies.
+    let (used, _) = find_ignore_file(&ctx, None).unwrap().unwrap();
+    assert_eq!(used, ctx.join(".dockerignore"));
     std::fs::remove_dir_all(&ctx).unwrap();
 }
 
 #[test]
 fn no_ignore_file_means_nothing_ignored() {
     let ctx = scratch_dir("none");
-    assert!(find_ignore_file(&ctx, &ctx.join("Dockerfile")).unwrap().is_none());
+    assert!(find_ignore_file(&ctx, Some(&ctx.join("Dockerfile"))).unwrap().is_none());
     std::fs::remove_dir_all(&ctx).unwrap();
 }
 
@@ -38,7 +42,7 @@ fn no_ignore_file_means_nothing_ignored() {
 fn bad_pattern_error_names_the_file() {
     let ctx = scratch_dir("bad");
     std::fs::write(ctx.join(".dockerignore"), "ok\n[\n").unwrap();
-    let err = find_ignore_file(&ctx, &ctx.join("Dockerfile")).unwrap_err().to_string();
+    let err = find_ignore_file(&ctx, Some(&ctx.join("Dockerfile"))).unwrap_err().to_string();
     assert!(err.contains(".dockerignore") && err.contains("\"[\""), "{err}");
     std::fs::remove_dir_all(&ctx).unwrap();
 }

@@ -16,14 +16,16 @@ use kiln_builder::solver::{BuildContext, SolveError, SolveOptions};
 use kiln_frontend::BuildOptions;
 use kiln_frontend::dockerignore::find_ignore_file;
 use kiln_frontend::graph::Platform as FrontendPlatform;
+use kiln_runner::diff::{DiffOptions, write_tree};
 use kiln_runner::sandbox::{HelperCommand, Network, Runtime, Sandbox};
+use kiln_runner::snapshot::Snapshotter;
 use kiln_store::Store;
 use kiln_store::export::archive::{ArchiveFormat, SaveEntry};
 use kiln_store::image::{Image, Platform};
 use kiln_store::layer::{ApplyOptions, WhiteoutMode, apply_layer};
 use kiln_store::registry::{NoProgress, Reference};
 
-use super::images::{CompressionArg, set_tag, write_archive};
+use super::images::{CompressionArg, set_tag, write_archive, write_file_or_stdout};
 use super::run::cancel_on_signals;
 use super::{GlobalArgs, block_on, open_store, registry_client};
 
@@ -72,8 +74,8 @@ pub struct BuildArgs {
     /// Write the build result's metadata (JSON) to this file.
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
-    /// Output: `type=image|oci|docker|local|tar[,dest=PATH][,name=…][,push=true]`, or a
-    /// directory (`type=local`).
+    /// Output: `type=image|registry|oci|docker|local|tar[,dest=PATH][,name=…][,push=true]`, a
+    /// directory (`type=local`), or `-` (`type=tar` to standard output).
     #[arg(short, long, value_name = "SPEC")]
     pub output: Option<String>,
     /// Layer compression.
@@ -110,6 +112,15 @@ enum Output {
     Archive { format: ArchiveFormat, dest: Option<PathBuf> },
     /// The root filesystem into a directory.
     Local { dest: PathBuf },
+    /// The root filesystem as one tar file (`None`: standard output).
+    Tar { dest: Option<PathBuf> },
+}
+
+impl Output {
+    /// Whether the output goes to standard output, which then carries nothing else.
+    fn to_stdout(&self) -> bool {
+        matches!(self, Output::Archive { dest: None, .. } | Output::Tar { dest: None })
+    }
 }
 
 /// Parses `--output` (with `-t` and `--push`) the way buildx does.
@@ -117,14 +128,18 @@ fn parse_output(args: &BuildArgs) -> anyhow::Result<Output> {
     let Some(spec) = &args.output else {
         return Ok(Output::Image { names: args.tags.clone(), push: args.push });
     };
-    let local = |dest: PathBuf| {
+    let files = |output: Output| {
         if !args.tags.is_empty() || args.push {
             bail!("--output {spec:?} writes files, not an image: -t and --push have nothing to name or push");
         }
-        Ok(Output::Local { dest })
+        Ok(output)
     };
+    // buildx's shorthands: `-` is a tar on standard output, anything else a directory.
+    if spec == "-" {
+        return files(Output::Tar { dest: None });
+    }
     if !spec.contains('=') && !spec.contains(',') {
-        return local(PathBuf::from(spec));
+        return files(Output::Local { dest: PathBuf::from(spec) });
     }
     let mut fields = BTreeMap::new();
     for part in spec.split(',') {
@@ -156,10 +171,15 @@ fn parse_output(args: &BuildArgs) -> anyhow::Result<Output> {
         "local" => {
             let dest =
                 fields.remove("dest").with_context(|| format!("--output {spec:?}: type=local needs dest=DIR"))?;
-            local(PathBuf::from(dest))?
+            files(Output::Local { dest: PathBuf::from(dest) })?
         }
-        "tar" => bail!("--output type=tar is not supported yet: use type=local,dest=DIR or type=oci"),
-        other => bail!("--output {spec:?}: unknown type {other:?} (image, registry, oci, docker, local)"),
+        "tar" => {
+            let dest = fields.remove("dest").with_context(|| {
+                format!("--output {spec:?}: type=tar needs dest=FILE (or dest=- for standard output)")
+            })?;
+            files(Output::Tar { dest: Some(PathBuf::from(dest)).filter(|d| d != Path::new("-")) })?
+        }
+        other => bail!("--output {spec:?}: unknown type {other:?} (image, registry, oci, docker, local, tar)"),
     };
     if let Some(key) = fields.keys().next() {
         bail!("--output {spec:?}: option {key:?} is not supported for type={kind}");
@@ -293,7 +313,8 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
         bail!("the build context {} is not a directory", args.context.display());
     }
     let (dockerfile, file_name, dockerfile_path) = read_dockerfile(&args)?;
-    let ignore = find_ignore_file(&args.context, &dockerfile_path)
+    let from_stdin = dockerfile_path == Path::new("-");
+    let ignore = find_ignore_file(&args.context, Some(dockerfile_path.as_path()).filter(|_| !from_stdin))
         .with_context(|| format!("reading the .dockerignore of {}", args.context.display()))?
         .map(|(_, ignore)| ignore);
     let build_args = key_values("--build-arg", &args.build_args)?;
@@ -355,7 +376,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
                 for name in &names {
                     let digest = block_on(registry.push(&store, &image.manifest_digest, name, Arc::new(NoProgress)))?
                         .with_context(|| format!("pushing {name}"))?;
-                    if !args.quiet {
+                    if matches!(mode, ProgressMode::Auto | ProgressMode::Tty | ProgressMode::Plain) {
                         eprintln!("pushed {name}@{digest}");
                     }
                 }
@@ -373,22 +394,35 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
             write_archive(&store, &entries, *format, dest.as_deref())?;
         }
         Output::Local { dest } => export_local(&store, image, dest)?,
+        Output::Tar { dest } => export_tar(&store, image, dest.as_deref())?,
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, image.config_digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let metadata = serde_json::json!({
+        let mut metadata = serde_json::json!({
             "containerimage.digest": image.manifest_digest.to_string(),
             "containerimage.config.digest": image.config_digest.to_string(),
-            "image.name": names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
+            "containerimage.descriptor": {
+                "mediaType": image.manifest_media_type,
+                "digest": image.manifest_digest.to_string(),
+                "size": image.manifest_raw.len(),
+            },
         });
+        // As buildx: the key only when the image has names.
+        if !names.is_empty() {
+            metadata["image.name"] = names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",").into();
+        }
         std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.quiet {
-        println!("{}", image.config_digest);
-    } else {
+        // Standard output may be carrying the image itself.
+        if !output.to_stdout() {
+            println!("{}", image.config_digest);
+        }
+    } else if matches!(mode, ProgressMode::Auto | ProgressMode::Tty | ProgressMode::Plain) {
+        // Not with rawjson (its stream is JSON only) or quiet progress.
         eprintln!(
             "built {} ({} steps run, {} cached){}",
             image.config_digest,
@@ -415,6 +449,19 @@ fn export_local(store: &Store, image: &Image, dest: &Path) -> anyhow::Result<()>
             .with_context(|| format!("writing layer {} into {}", layer.digest, dest.display()))?;
     }
     Ok(())
+}
+
+/// Writes the image's root filesystem as one tar to `dest` (`None`: standard output), read from
+/// a snapshot of its layers, in the layout kiln's layers have (sorted, PAX, no whiteouts).
+fn export_tar(store: &Store, image: &Image, dest: Option<&Path>) -> anyhow::Result<()> {
+    let snapshotter = Snapshotter::new(store).context("setting up a snapshot of the image")?;
+    let snapshot = snapshotter.prepare(&image.layers).context("preparing a snapshot of the image")?;
+    let written = write_file_or_stdout(dest, |out| {
+        write_tree(out, snapshot.rootfs(), &DiffOptions::default())?;
+        Ok(())
+    });
+    snapshot.cleanup().context("removing the image's snapshot")?;
+    written
 }
 
 /// Prints what BuildKit prints for a failed step: its last output lines and its Dockerfile

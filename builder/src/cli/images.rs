@@ -333,13 +333,25 @@ pub fn write_archive(
     format: ArchiveFormat,
     output: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
+    write_file_or_stdout(output, |out| {
+        archive::save(store.blobs(), entries, format, out)?;
+        Ok(())
+    })
+}
+
+/// Runs `write` on a buffered `output` file, or on standard output (never a terminal) when
+/// there is none. A file is written beside its destination and renamed, so a failed write
+/// leaves no partial file.
+pub fn write_file_or_stdout<F>(output: Option<&std::path::Path>, write: F) -> anyhow::Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+{
     match output {
         Some(path) => {
-            // Written beside the destination and renamed, so a failed save leaves no partial file.
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
-            let out = archive::save(store.blobs(), entries, format, BufWriter::new(tmp))
-                .with_context(|| format!("saving to {}", path.display()))?;
+            let mut out = BufWriter::new(tmp);
+            write(&mut out).with_context(|| format!("writing {}", path.display()))?;
             let tmp =
                 out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", path.display()))?;
             tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
@@ -348,8 +360,9 @@ pub fn write_archive(
             if std::io::IsTerminal::is_terminal(&io::stdout()) {
                 bail!("refusing to write an archive to a terminal: use a file or redirect standard output");
             }
-            let mut out = archive::save(store.blobs(), entries, format, BufWriter::new(io::stdout().lock()))?;
-            out.flush()?;
+            let mut out = BufWriter::new(io::stdout().lock());
+            write(&mut out)?;
+            out.flush().context("writing to standard output")?;
         }
     }
     Ok(())

@@ -61,7 +61,7 @@ impl Solver {
         let git = Git { cancel: &self.cancel };
         let checkout = checkout(&git, remote, fragment, keep_git_dir, self.store.blobs().tmp_dir())?;
         let key = Digest::of(format!("{digest}\ngit {}", checkout.commit).as_bytes()).to_string();
-        Ok(Solved { key: Some(key), output: Output::Download(Arc::new(checkout.dir)), cached: false, created: 0 })
+        Ok(Solved { key, output: Output::Download(Arc::new(checkout.dir)), cached: false, created: 0 })
     }
 }
 

@@ -1,12 +1,24 @@
 //! Cache keys (DESIGN.md "Cache keys") and the cache index they name.
 //!
 //! A vertex's key is the sha256 of: a format version, the vertex's graph digest (its op and,
-//! transitively, its inputs' ops, base images pinned by digest), the cache keys of its inputs
-//! in order, and for each COPY/ADD from the build context the content checksum of exactly the
-//! files it selects (taken through the persistent stat cache, never from timestamps). So a
-//! changed context file changes the keys of the steps that copy it and of everything built on
-//! them, and nothing else. A vertex run with `--no-cache` (or filtered by `--no-cache-filter`)
-//! has no key: it is neither looked up nor stored, and neither is anything built on it.
+//! transitively, its inputs' ops, base images pinned by digest), the result keys of its inputs
+//! in order, `SOURCE_DATE_EPOCH` (it changes the layers' mtimes), for a RUN that does not
+//! choose its network the one `--network` gives it, and for each COPY/ADD from
+//! the build context the content checksum of exactly the files it selects (taken through the
+//! persistent stat cache, never from timestamps). So a changed context file changes the keys of
+//! the steps that copy it and of everything built on them, and nothing else.
+//!
+//! What a vertex hands on to its dependants is its *result key*: its own key, its root input's
+//! result key and the diffID of the layer it added. Dependants are thus keyed on what their
+//! input holds, not only on how it was made: a step forced to run again by `--no-cache` or
+//! `--no-cache-filter` stores its new result under its key (replacing the old entry, as the
+//! next build should see the fresh result, as BuildKit's does), and a dependant that is not
+//! forced still hits only if the forced step gave back the same layer. A linked COPY's key
+//! leaves its root out; its result key does not.
+//!
+//! Compression is not part of any key (as in BuildKit, a cache entry is a filesystem change):
+//! a hit whose layer blob has another compression than the build asks for is re-encoded once
+//! and the entry updated.
 //!
 //! The index lives in the store's DB: key → the layer the step added and the chain id of the
 //! result. A hit whose layer blob is gone (a damaged store) is a miss.
@@ -15,9 +27,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_frontend::graph::{Digest as VertexDigest, FileAction, FileOp, Mount, Op, Vertex};
+use kiln_frontend::graph::{Digest as VertexDigest, FileAction, FileOp, Mount, Network, Op, Vertex};
+use kiln_runner::sandbox;
 use kiln_store::Digest;
 use kiln_store::image::{Layer, chain_ids};
+use kiln_store::layer::Compression;
+use kiln_store::layer::encode::recompress;
 use kiln_store::meta::{CacheRecord, CachedLayer};
 use serde::Serialize;
 
@@ -26,7 +41,7 @@ use super::{Output, Solved, Solver};
 use crate::fileop::{self, SourceTree};
 
 /// Bumped when the meaning of a key changes, so old entries stop matching.
-const KEY_VERSION: u32 = 1;
+const KEY_VERSION: u32 = 2;
 
 /// What a key hashes.
 #[derive(Serialize)]
@@ -34,7 +49,17 @@ struct KeyInput<'a> {
     version: u32,
     vertex: &'a str,
     inputs: Vec<&'a str>,
+    source_date_epoch: Option<i64>,
+    /// For a RUN that does not choose its network: the one `--network` gives it.
+    default_network: Option<&'static str>,
     files: Vec<String>,
+}
+
+/// The result key of a filesystem step: its key, the result key of its root input and the
+/// diffID of the layer it added (see the module docs).
+fn result_key(key: &str, root: &Solved, own: Option<&Layer>) -> String {
+    let own = own.map_or_else(|| "-".to_owned(), |l| l.diff_id.to_string());
+    Digest::of(format!("{key}\n{}\n{own}", root.key).as_bytes()).to_string()
 }
 
 /// Where the stat cache of the context `dir` is kept in the store at `store_root`: one file
@@ -51,17 +76,13 @@ pub(super) fn now_secs() -> u64 {
 }
 
 impl Solver {
-    /// The cache key of `vertex`, or `None` when it must not be cached.
+    /// The cache key of `vertex`, whose inputs are solved.
     pub(super) fn cache_key(
         &self,
         digest: &VertexDigest,
         vertex: &Vertex,
         inputs: &BTreeMap<VertexDigest, Solved>,
-        uncached: bool,
-    ) -> Result<Option<String>, String> {
-        if uncached {
-            return Ok(None);
-        }
+    ) -> Result<String, String> {
         // A linked copy's layer does not depend on its root: neither does its key.
         let linked = match &vertex.op {
             Op::File(f) if super::file::is_linked(f) => Some(f),
@@ -76,13 +97,20 @@ impl Solver {
             if linked.is_some_and(|f| *d == f.root) {
                 continue;
             }
-            match inputs.get(d).and_then(|s| s.key.as_deref()) {
-                Some(k) => input_keys.push(k),
-                None => return Ok(None),
+            match inputs.get(d) {
+                Some(solved) => input_keys.push(solved.key.as_str()),
+                None => return Err(format!("input {d} of the step was not solved")),
             }
         }
         let mut files = Vec::new();
+        let mut default_network = None;
         if let Op::Exec(e) = &vertex.op {
+            if e.network == Network::Default {
+                default_network = Some(match self.options.default_network {
+                    sandbox::Network::Host => "host",
+                    sandbox::Network::None => "none",
+                });
+            }
             // A bind of the context: exactly the files it shows.
             for mount in &e.mounts {
                 if let Mount::Flag { spec, from: None, .. } = mount
@@ -102,10 +130,17 @@ impl Solver {
                 }
             }
         }
-        let input = KeyInput { version: KEY_VERSION, vertex: vertex_id.as_str(), inputs: input_keys, files };
+        let input = KeyInput {
+            version: KEY_VERSION,
+            vertex: vertex_id.as_str(),
+            inputs: input_keys,
+            source_date_epoch: self.options.source_date_epoch,
+            default_network,
+            files,
+        };
         // Plain data with string keys: serialising cannot fail.
         let bytes = serde_json::to_vec(&input).unwrap_or_default();
-        Ok(Some(Digest::of(&bytes).to_string()))
+        Ok(Digest::of(&bytes).to_string())
     }
 
     /// The build context as COPY reads it.
@@ -113,12 +148,13 @@ impl Solver {
         SourceTree { root: &self.context.dir, ignore: self.context.ignore.as_ref(), reset_owner: true }
     }
 
-    /// The cached result under `key` on top of `root` (the step's input filesystem).
-    pub(super) fn cache_lookup(&self, key: &str, root: &[Layer]) -> Result<Option<Solved>, String> {
+    /// The cached result under `key` on top of `root` (the step's solved root input), its
+    /// layer in the build's compression.
+    pub(super) fn cache_lookup(&self, key: &str, root: &Solved) -> Result<Option<Solved>, String> {
         let Some(record) = self.store.meta().cache_get(key).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let own = record.layer.map(|l| Layer {
+        let mut own = record.layer.map(|l| Layer {
             digest: l.digest,
             size: l.size,
             media_type: l.media_type,
@@ -128,28 +164,55 @@ impl Solver {
             tracing::warn!("cache entry {key} names a missing layer: running the step again");
             return Ok(None);
         }
+        if let Some(layer) = &own
+            && Compression::from_media_type(&layer.media_type) != Some(self.options.compression)
+        {
+            let encoded = recompress(self.store.blobs(), &layer.digest, self.options.compression)
+                .map_err(|e| format!("re-encoding the cached layer as {}: {e}", self.options.compression))?;
+            let layer = Layer {
+                digest: encoded.digest,
+                size: encoded.size,
+                media_type: encoded.media_type.to_owned(),
+                diff_id: encoded.diff_id,
+            };
+            self.cache_store(key, root, Some(&layer), record.created)?;
+            own = Some(layer);
+        }
         Ok(Some(Solved {
-            key: Some(key.to_owned()),
-            output: Output::Fs { layers: root.iter().cloned().chain(own.clone()).collect(), own },
+            key: result_key(key, root, own.as_ref()),
+            output: Output::Fs { layers: root.layers().iter().cloned().chain(own.clone()).collect(), own },
             cached: true,
             created: record.created,
         }))
     }
 
-    /// Records `solved` (a step just run, its layer stored) under `key`.
-    pub(super) fn cache_store(&self, key: &str, solved: &Solved) -> Result<(), String> {
-        let Output::Fs { layers, own } = &solved.output else { return Ok(()) };
+    /// Records under `key` that the step on `root` added `own` at `created`, and returns its
+    /// result; the layer is stored already.
+    pub(super) fn cache_store(
+        &self,
+        key: &str,
+        root: &Solved,
+        own: Option<&Layer>,
+        created: u64,
+    ) -> Result<Solved, String> {
+        let layers: Vec<Layer> = root.layers().iter().cloned().chain(own.cloned()).collect();
         let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
         let record = CacheRecord {
-            layer: own.as_ref().map(|l| CachedLayer {
+            layer: own.map(|l| CachedLayer {
                 digest: l.digest.clone(),
                 size: l.size,
                 media_type: l.media_type.clone(),
                 diff_id: l.diff_id.clone(),
             }),
             chain_id: chain_ids(&diff_ids).pop(),
-            created: solved.created,
+            created,
         };
-        self.store.meta().cache_put(key, &record).map_err(|e| format!("recording the cache entry: {e}"))
+        self.store.meta().cache_put(key, &record).map_err(|e| format!("recording the cache entry: {e}"))?;
+        Ok(Solved {
+            key: result_key(key, root, own),
+            output: Output::Fs { layers, own: own.cloned() },
+            cached: false,
+            created,
+        })
     }
 }

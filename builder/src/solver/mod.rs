@@ -87,12 +87,11 @@ pub enum Output {
     Download(Arc<tempfile::TempDir>),
 }
 
-/// A vertex's result and the cache key it was found or stored under.
+/// A vertex's result and the key its dependants' cache keys are made of.
 #[derive(Debug, Clone)]
 pub struct Solved {
-    /// The cache key; `None` when the vertex must not be cached (`--no-cache` and what
-    /// depends on it).
-    pub key: Option<String>,
+    /// The result key (see [`key`]): what the result holds, as far as caching is concerned.
+    pub key: String,
     /// The result.
     pub output: Output,
     /// Whether it came from the cache.
@@ -379,24 +378,14 @@ impl Solver {
         run: impl FnOnce() -> Result<Option<Layer>, String>,
     ) -> Result<Solved, SolveError> {
         let fail = |message: String| self.step_error(digest, vertex, message);
-        let uncached = self.options.no_cache || self.options.no_cache_vertices.contains(digest);
-        let key = self.cache_key(digest, vertex, inputs, uncached).map_err(fail)?;
-        if let Some(key) = &key
-            && let Some(hit) = self.cache_lookup(key, root.layers()).map_err(fail)?
-        {
+        let key = self.cache_key(digest, vertex, inputs).map_err(fail)?;
+        // A forced step is not looked up, but its result replaces the entry (see `key`).
+        let forced = self.options.no_cache || self.options.no_cache_vertices.contains(digest);
+        if !forced && let Some(hit) = self.cache_lookup(&key, root).map_err(fail)? {
             return Ok(hit);
         }
         let own = run().map_err(fail)?;
-        let solved = Solved {
-            output: Output::Fs { layers: root.layers().iter().cloned().chain(own.clone()).collect(), own },
-            key,
-            cached: false,
-            created: key::now_secs(),
-        };
-        if let Some(key) = &solved.key {
-            self.cache_store(key, &solved).map_err(fail)?;
-        }
-        Ok(solved)
+        self.cache_store(&key, root, own.as_ref(), key::now_secs()).map_err(fail)
     }
 
     /// The snapshotter, set up (and snapshots left by killed builds removed) on first use.

@@ -20,7 +20,7 @@ impl Solver {
         digest: &VertexDigest,
         source: &Source,
     ) -> Result<Solved, String> {
-        let key = Some(digest.to_string());
+        let key = digest.to_string();
         match source {
             Source::Scratch => {
                 Ok(Solved { key, output: Output::Fs { layers: Vec::new(), own: None }, cached: true, created: 0 })
@@ -71,7 +71,7 @@ impl Solver {
             file.set_modified(modified).map_err(|e| format!("setting the mtime of {}: {e}", path.display()))?;
         }
         let key = Digest::of(format!("{digest}\n{}", fetched.digest).as_bytes()).to_string();
-        Ok(Solved { key: Some(key), output: Output::Download(Arc::new(dir)), cached: false, created: 0 })
+        Ok(Solved { key, output: Output::Download(Arc::new(dir)), cached: false, created: 0 })
     }
 
     /// The image `reference` (pinned by digest when the resolver found it) from the store,

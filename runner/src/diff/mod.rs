@@ -146,6 +146,12 @@ pub fn diff_trees(
     encode(blobs, options, |out| write_diff(out, changed, Some(base), Source::Tree { unchanged_before }, options))
 }
 
+/// Writes every entry of the tree `root` (a snapshot's merged root filesystem) to `out` as one
+/// uncompressed tar in the format of the layers above: `kiln build --output type=tar`.
+pub fn write_tree<W: Write>(out: W, root: &Path, options: &DiffOptions) -> Result<u64, DiffError> {
+    write_diff(out, root, None, Source::Upper, options)
+}
+
 fn encode(
     blobs: &BlobStore,
     options: &DiffOptions,

@@ -35,6 +35,9 @@ pub enum EncodeError {
     /// Storing the blob failed.
     #[error(transparent)]
     Blob(#[from] BlobError),
+    /// Reading the layer being re-encoded failed (or its bytes do not match its digest).
+    #[error("reading layer {digest}: {source}")]
+    Read { digest: Digest, source: io::Error },
 }
 
 enum Encoder {
@@ -98,6 +101,20 @@ impl LayerWriter {
     }
 }
 
+/// Stores the layer blob `digest` again with `compression`, in one streaming pass: the same
+/// tar (so the same diffID), a new blob. How a cached layer made with another `--compression`
+/// is given the one a build asks for.
+pub fn recompress(blobs: &BlobStore, digest: &Digest, compression: Compression) -> Result<EncodedLayer, EncodeError> {
+    let read_err = |source| EncodeError::Read { digest: digest.clone(), source };
+    let blob = blobs.open(digest)?;
+    let mut tar = super::decompress(io::BufReader::new(blob)).map_err(read_err)?;
+    let mut out = LayerWriter::new(blobs, compression)?;
+    io::copy(&mut tar, &mut out).map_err(read_err)?;
+    // Reads the blob to its end, so its digest is checked before the copy is committed.
+    tar.finish().map_err(read_err)?;
+    out.finish()
+}
+
 impl Write for LayerWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = match &mut self.encoder {
@@ -141,5 +158,25 @@ mod tests {
             super::super::decompress(blob).unwrap().read_to_end(&mut back).unwrap();
             assert_eq!(back, data, "{compression:?}");
         }
+    }
+
+    #[test]
+    fn recompress_keeps_the_tar_and_changes_the_blob() {
+        let root = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::create(root.path()).unwrap();
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 97).to_le_bytes()).collect();
+        let mut w = LayerWriter::new(&blobs, Compression::Gzip).unwrap();
+        w.write_all(&data).unwrap();
+        let gzip = w.finish().unwrap();
+        let zstd = recompress(&blobs, &gzip.digest, Compression::Zstd).unwrap();
+        assert_eq!(zstd.diff_id, gzip.diff_id);
+        assert_ne!(zstd.digest, gzip.digest);
+        assert_eq!(zstd.media_type, "application/vnd.oci.image.layer.v1.tar+zstd");
+        let mut head = [0u8; 4];
+        std::fs::File::open(blobs.path(&zstd.digest)).unwrap().read_exact(&mut head).unwrap();
+        assert_eq!(Compression::detect(&head), Compression::Zstd);
+        // A blob whose bytes no longer match its digest is not re-stored.
+        std::fs::write(blobs.path(&gzip.digest), b"not the layer").unwrap();
+        assert!(matches!(recompress(&blobs, &gzip.digest, Compression::Zstd), Err(EncodeError::Read { .. })));
     }
 }
