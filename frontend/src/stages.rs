@@ -652,16 +652,22 @@ impl<'a> Lowerer<'a> {
         }
         for (n, spec) in run.mounts.iter().enumerate() {
             let at = mount_pos.get(n).copied().unwrap_or(at);
+            // The stage graph is fixed before ARGs are known, so BuildKit refuses a `from`
+            // that would need expanding (`parseMount` without an expander).
+            if mount_fields(spec).any(|f| f.key == "from" && f.value.is_some_and(has_variable)) {
+                return Err(self.err(at, "'from' doesn't support variable expansion, define alias stage instead"));
+            }
             let expanded = self.expand(spec, &st.env, at)?;
-            let field = |name: &str| {
-                spec.split(',')
-                    .find_map(|kv| kv.split_once('=').filter(|(k, _)| k.trim() == name).map(|(_, v)| v.to_owned()))
-            };
-            let kind = field("type").unwrap_or_else(|| "bind".to_owned());
-            let from = match field("from") {
-                Some(f) if !f.is_empty() => Some(self.stage_or_image(&f, index, at, "mount from")?),
-                _ => None,
-            };
+            let mut kind = "bind".to_owned();
+            let mut from = None;
+            for field in mount_fields(&expanded) {
+                match (field.key.as_str(), field.value) {
+                    ("type", Some(v)) => kind = v.to_ascii_lowercase(),
+                    ("from", Some(v)) => from = Some(v).filter(|v| !v.is_empty()),
+                    _ => {}
+                }
+            }
+            let from = from.map(|f| self.stage_or_image(f, index, at, "mount from")).transpose()?;
             mounts.push(Mount::Flag { spec: expanded, kind, from });
         }
         let network = match run.network.as_deref() {
@@ -927,6 +933,32 @@ impl<'a> CopyKind<'a> {
             },
         }
     }
+}
+
+/// One field of a `RUN --mount` value: `key=value`, or a bare `key` (a flag such as `ro`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountField<'a> {
+    /// The key, lowercased: BuildKit's `parseMount` compares keys case-insensitively.
+    pub key: String,
+    /// The value; `None` for a bare flag.
+    pub value: Option<&'a str>,
+    /// The field as written, for error messages.
+    pub text: &'a str,
+}
+
+/// The fields of a `RUN --mount` value in order, empty ones skipped: what the frontend reads
+/// `type` and `from` from, and the builder every other key.
+pub fn mount_fields(spec: &str) -> impl Iterator<Item = MountField<'_>> {
+    spec.split(',').map(str::trim).filter(|text| !text.is_empty()).map(|text| match text.split_once('=') {
+        Some((key, value)) => MountField { key: key.to_ascii_lowercase(), value: Some(value), text },
+        None => MountField { key: text.to_ascii_lowercase(), value: None, text },
+    })
+}
+
+/// Whether `value` would be expanded: BuildKit's test is the regexp `\$.` (a `$` and any
+/// character but a newline after it).
+fn has_variable(value: &str) -> bool {
+    value.as_bytes().windows(2).any(|w| w[0] == b'$' && w[1] != b'\n')
 }
 
 fn is_http(src: &str) -> bool {
@@ -1237,4 +1269,74 @@ pub fn list_global_args(df: &Dockerfile) -> Result<Vec<ArgInfo>, DockerfileError
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lowers Dockerfiles over `FROM scratch` only: no image is ever resolved.
+    struct NoImages;
+
+    impl ImageResolver for NoImages {
+        fn resolve_image(&self, reference: &str, _: &Platform) -> Result<ResolvedImage, String> {
+            Err(format!("{reference}: no images in this test"))
+        }
+    }
+
+    fn lower_scratch(df: &str) -> Result<BuildGraph, FrontendError> {
+        lower(df, &BuildOptions::default(), &NoImages)
+    }
+
+    /// The single RUN's `--mount` flags.
+    fn mount_flags(graph: &BuildGraph) -> Vec<(String, Option<Digest>)> {
+        graph
+            .vertices
+            .values()
+            .filter_map(|v| match &v.op {
+                Op::Exec(e) => Some(e.mounts.clone()),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|m| match m {
+                Mount::Flag { kind, from, .. } => Some((kind, from)),
+                Mount::Input { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mount_keys_are_case_insensitive() {
+        let graph = lower_scratch("FROM scratch AS seed\nFROM scratch\nRUN --mount=Type=Cache,From=seed,target=/c x\n")
+            .unwrap();
+        let flags = mount_flags(&graph);
+        assert_eq!(flags.len(), 1);
+        assert_eq!(flags[0].0, "cache");
+        assert!(flags[0].1.is_some(), "From= must name the stage, not leave the mount on the context");
+        let fields: Vec<_> = mount_fields("Type=bind, ro ,,SRC=a=b").map(|f| (f.key, f.value)).collect();
+        assert_eq!(
+            fields,
+            [("type".to_owned(), Some("bind")), ("ro".to_owned(), None), ("src".to_owned(), Some("a=b"))]
+        );
+    }
+
+    #[test]
+    fn mount_from_refuses_variables_like_buildkit() {
+        for df in [
+            "FROM scratch AS seed\nFROM scratch\nARG S=seed\nRUN --mount=from=$S,target=/c x\n",
+            "FROM scratch AS seed\nFROM scratch\nARG S=seed\nRUN --mount=target=/c,FROM=${S} x\n",
+        ] {
+            let err = lower_scratch(df).unwrap_err().to_string();
+            assert!(
+                err.starts_with(
+                    "Dockerfile:4:5: 'from' doesn't support variable expansion, define alias stage instead\n"
+                ),
+                "{df:?}: {err}"
+            );
+        }
+        // A trailing `$` is no variable for BuildKit's `\$.` either, and other keys expand.
+        assert!(has_variable("a$b") && !has_variable("a$") && !has_variable("seed"));
+        let graph = lower_scratch("FROM scratch\nARG T=cache\nRUN --mount=type=$T,target=/c x\n").unwrap();
+        assert_eq!(mount_flags(&graph)[0].0, "cache");
+    }
 }

@@ -167,7 +167,7 @@ fn mark_manifest(store: &Store, digest: &Digest, media_type: &str, marks: &mut M
 
 /// Bytes of regular-file content under `path` (a file or a tree), each inode counted once.
 /// Best effort: what cannot be read counts as nothing.
-fn tree_size(path: &Path) -> u64 {
+pub fn tree_size(path: &Path) -> u64 {
     fn walk(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
         let Ok(meta) = fs::symlink_metadata(path) else { return 0 };
         if meta.is_dir() {

@@ -374,7 +374,7 @@ pub struct PruneArgs {
     /// Also drop the build cache (like `docker builder prune -a`): the next build runs every step.
     #[arg(long)]
     pub build_cache: bool,
-    /// Keep the contents of `RUN --mount=type=cache` directories.
+    /// Keep the contents of `RUN --mount=type=cache` directories (they are listed, with their sizes).
     #[arg(long)]
     pub keep_cache_mounts: bool,
 }
@@ -391,11 +391,19 @@ pub fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<ExitCode> {
         let dropped = store.meta().cache_clear().context("clearing the build cache")?;
         println!("Dropped {dropped} build cache entries");
     }
-    if !args.keep_cache_mounts {
-        let ids = kiln_builder::solver::mounts::remove_cache_mounts(&global.root)
+    let mut cache_mount_bytes = 0;
+    if args.keep_cache_mounts {
+        let kept = kiln_builder::solver::mounts::list_cache_mounts(&global.root)
+            .with_context(|| format!("listing the cache mounts of {}", global.root.display()))?;
+        for mount in kept {
+            println!("kept cache mount: {} ({})", mount.id, human_size(mount.bytes));
+        }
+    } else {
+        let removed = kiln_builder::solver::mounts::remove_cache_mounts(&global.root)
             .with_context(|| format!("removing the cache mounts of {}", global.root.display()))?;
-        for id in ids {
-            println!("deleted cache mount: {id}");
+        for mount in removed {
+            println!("deleted cache mount: {} ({})", mount.id, human_size(mount.bytes));
+            cache_mount_bytes += mount.bytes;
         }
     }
     let report = kiln_store::gc::prune(&store).context("pruning the store")?;
@@ -407,7 +415,7 @@ pub fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<ExitCode> {
         report.blobs.len(),
         report.snapshots.len(),
         report.temp.len(),
-        human_size(report.bytes_freed)
+        human_size(report.bytes_freed + cache_mount_bytes)
     );
     Ok(ExitCode::SUCCESS)
 }

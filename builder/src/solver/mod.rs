@@ -19,6 +19,7 @@ mod git;
 pub mod key;
 pub mod mounts;
 mod source;
+mod ssh_proxy;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
