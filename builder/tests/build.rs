@@ -564,16 +564,19 @@ fn copy_link_layers_are_reused_on_a_new_base_and_heredoc_files_are_written() {
         "FROM busybox\nARG V=1\nRUN echo $V > /v\nCOPY --link app.txt /app/app.txt\n\
          COPY <<EOF /greeting.txt\nhello $V\nEOF\n\
          COPY --chmod=755 <<script.sh <<notes.txt /opt/\n#!/bin/sh\necho script\nscript.sh\njust notes\nnotes.txt\n\
-         COPY --chown=app:app <<'RAW' /raw.txt\nkeep $V literal\nRAW\n",
+         COPY --chown=app:app <<'RAW' /raw.txt\nkeep $V literal\nRAW\n\
+         COPY --link --chmod=600 app.txt /app/private.txt\n",
     )
     .unwrap();
     k.ok(&["build", "-q", "-t", "link:1", dir.to_str().unwrap()]);
     let (ran, cached) = build_steps(&k, &dir, &["-t", "link:2", "--build-arg", "V=2"]);
-    assert!(ran.iter().any(|s| s.starts_with("[2/6] RUN")), "{ran:?}");
+    assert!(ran.iter().any(|s| s.starts_with("[2/7] RUN")), "{ran:?}");
     assert!(
-        cached.iter().any(|s| s.starts_with("[3/6] COPY --link")),
+        cached.iter().any(|s| s.starts_with("[3/7] COPY --link app.txt")),
         "a new base must not invalidate a linked copy: {ran:?}"
     );
+    // As in BuildKit, --chmod makes a --link copy an ordinary one: it follows its base.
+    assert!(ran.iter().any(|s| s.starts_with("[7/7] COPY --link --chmod=600")), "{ran:?}");
     k.ok(&["build", "-q", "-t", "link:2", "--build-arg", "V=2", dir.to_str().unwrap()]);
     let layers = |tag: &str| k.inspect(tag)["Manifest"]["layers"].as_array().unwrap().clone();
     let (one, two) = (layers("link:1"), layers("link:2"));
@@ -590,6 +593,7 @@ fn copy_link_layers_are_reused_on_a_new_base_and_heredoc_files_are_written() {
     let script = fs::metadata(root.join("opt/script.sh")).unwrap();
     assert_eq!(script.permissions().mode() & 0o777, 0o755);
     assert_eq!(read(&root.join("opt/notes.txt")), "just notes\n");
+    assert_eq!(fs::metadata(root.join("app/private.txt")).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(k.ok(&["run", "link:2", "/opt/script.sh"]), "script\n");
 }
 

@@ -66,8 +66,8 @@
 //!   directories leading to them; a pattern without wildcards must match (BuildKit's
 //!   `RequiredPaths`). `--exclude` patterns apply to paths below each match, as fsutil's.
 //!
-//! `COPY --link` is applied as a plain copy onto the rootfs (same files in the common case;
-//! BuildKit copies onto scratch and merges, so symlinked destinations differ).
+//! `COPY --link` is applied like any copy, onto the empty filesystem the solver gives it (see
+//! `solver::file::is_linked`): its layer does not depend on the root it lands on.
 
 mod archive;
 mod checksum;

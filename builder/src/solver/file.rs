@@ -13,9 +13,10 @@ use crate::fileop::{self, SourceTree};
 
 /// Whether `op` is a `COPY --link`/`ADD --link`: its layer is made on an empty filesystem,
 /// independent of its root, so its cache key leaves the root out and a rebuilt base reuses it
-/// (BuildKit's `MergeOp` of a copy onto scratch).
+/// (BuildKit's `MergeOp` of a copy onto scratch). As in BuildKit's `dispatchCopy`, a copy with
+/// `--chmod` is not linked: it is applied onto its root like any copy.
 pub(super) fn is_linked(op: &FileOp) -> bool {
-    !op.actions.is_empty() && op.actions.iter().all(|a| matches!(a, FileAction::Copy(c) if c.link))
+    !op.actions.is_empty() && op.actions.iter().all(|a| matches!(a, FileAction::Copy(c) if c.link && c.chmod.is_none()))
 }
 
 impl Solver {
