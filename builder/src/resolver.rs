@@ -8,10 +8,10 @@ use kiln_frontend::config::{ImageResolver, ResolvedImage};
 use kiln_frontend::graph::Platform as FrontendPlatform;
 use kiln_store::Store;
 use kiln_store::image::{Image, Platform};
-use kiln_store::registry::{NoProgress, Reference, RegistryClient};
+use kiln_store::registry::{Reference, RegistryClient};
 
 use crate::image::frontend_config;
-use crate::progress::{Event, Progress};
+use crate::progress::{Event, Progress, TransferProgress};
 
 /// Resolves base images against a store and its registries.
 pub struct StoreResolver {
@@ -30,8 +30,9 @@ pub struct StoreResolver {
 }
 
 impl StoreResolver {
-    /// The image `reference` names, pulled and tagged when needed.
-    fn lookup(&self, reference: &Reference) -> Result<Image, String> {
+    /// The image `reference` names, pulled (its blobs shown under `vertex`) and tagged when
+    /// needed.
+    fn lookup(&self, reference: &Reference, vertex: &str) -> Result<Image, String> {
         let local = |digest| Image::load(self.store.blobs(), &digest).map_err(|e| e.to_string());
         if let Some(digest) = reference.digest()
             && self.store.blobs().contains(&digest)
@@ -48,7 +49,12 @@ impl StoreResolver {
         }
         let pulled = self
             .handle
-            .block_on(self.registry.pull(&self.store, reference, &self.platform, Arc::new(NoProgress)))
+            .block_on(self.registry.pull(
+                &self.store,
+                reference,
+                &self.platform,
+                TransferProgress::new(vertex.to_owned(), Arc::clone(&self.progress)),
+            ))
             .map_err(|e| e.to_string())?;
         if reference.digest().is_none() {
             self.store
@@ -76,7 +82,7 @@ impl ImageResolver for StoreResolver {
             name: format!("[internal] load metadata for {reference}"),
             at: std::time::SystemTime::now(),
         });
-        let image = self.lookup(&parsed);
+        let image = self.lookup(&parsed, &vertex);
         self.progress.event(Event::Completed {
             vertex,
             error: image.as_ref().err().cloned(),

@@ -551,6 +551,31 @@ fn pull_re_resolves_base_tags_at_their_registry() {
     assert_eq!(read(&root.join("version")), "v1\n");
     let root = rootfs(&k, &dir, &["--pull"]);
     assert_eq!(read(&root.join("version")), "v2\n");
+
+    // Pulls and pushes are in the progress stream: a step each, its blobs as sub-tasks.
+    k.ok(&["rmi", &base]);
+    let pushed = format!("{}/kiln/pushed:1", registry.host());
+    let out = k.kiln(&["build", "--progress", "rawjson", "--pull", "-t", &pushed, "--push", dir.to_str().unwrap()]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let statuses: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let vertex_named = |prefix: &str| {
+        let v = statuses.iter().flat_map(|s| s["vertexes"].as_array().cloned().unwrap_or_default());
+        v.filter(|v| v["name"].as_str().is_some_and(|n| n.starts_with(prefix))).map(|v| v["digest"].clone()).next()
+    };
+    let subtasks_done = |vertex: &serde_json::Value| {
+        let s = statuses.iter().flat_map(|s| s["statuses"].as_array().cloned().unwrap_or_default());
+        s.filter(|s| s["vertex"] == *vertex && s["completed"].is_string())
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    let push = vertex_named(&format!("pushing {pushed}")).expect("a pushing step");
+    let layers = k.inspect(&pushed)["Manifest"]["layers"].as_array().unwrap().len();
+    // Every layer and the config, each done.
+    assert_eq!(subtasks_done(&push).len(), layers + 1, "{stderr}");
+    let pull = vertex_named("[internal] load metadata for").expect("a resolve step");
+    assert!(subtasks_done(&pull).iter().all(|id| id.starts_with("sha256:")), "{stderr}");
+    assert!(!subtasks_done(&pull).is_empty(), "the pull's blobs: {stderr}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use kiln_builder::build::{BuildError, BuildRequest, build};
-use kiln_builder::progress::{ProgressMode, Renderer};
+use kiln_builder::progress::{Event, Progress, ProgressMode, Renderer, TransferProgress};
 use kiln_builder::solver::mounts::{SecretSource, parse_size};
 use kiln_builder::solver::{BuildContext, SolveError, SolveOptions};
 use kiln_frontend::BuildOptions;
@@ -19,11 +19,12 @@ use kiln_frontend::graph::Platform as FrontendPlatform;
 use kiln_runner::diff::{DiffOptions, write_tree};
 use kiln_runner::sandbox::{HelperCommand, Network, Runtime, Sandbox};
 use kiln_runner::snapshot::Snapshotter;
+use kiln_store::Digest;
 use kiln_store::Store;
 use kiln_store::export::archive::{ArchiveFormat, SaveEntry};
 use kiln_store::image::{Image, Platform};
 use kiln_store::layer::{ApplyOptions, WhiteoutMode, apply_layer};
-use kiln_store::registry::{NoProgress, Reference};
+use kiln_store::registry::{Reference, RegistryClient};
 
 use super::images::{CompressionArg, set_tag, write_archive, write_file_or_stdout};
 use super::run::cancel_on_signals;
@@ -357,44 +358,23 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let registry = Arc::new(registry_client(global)?);
     let renderer = Arc::new(Renderer::stderr(mode));
     let result = block_on(build(Arc::clone(&store), Arc::clone(&registry), request, renderer.clone()))?;
-    renderer.finish();
     let built = match result {
         Ok(built) => built,
         Err(e) => {
+            renderer.finish();
             report_failure(&e, &renderer, &dockerfile, &file_name);
             return Err(anyhow::Error::new(e).context("failed to solve"));
         }
     };
     let image = &built.image;
-
-    match &output {
-        Output::Image { push, .. } => {
-            for name in &names {
-                set_tag(&store, name, image)?;
-            }
-            if *push {
-                for name in &names {
-                    let digest = block_on(registry.push(&store, &image.manifest_digest, name, Arc::new(NoProgress)))?
-                        .with_context(|| format!("pushing {name}"))?;
-                    if matches!(mode, ProgressMode::Auto | ProgressMode::Tty | ProgressMode::Plain) {
-                        eprintln!("pushed {name}@{digest}");
-                    }
-                }
-            }
+    // The outputs are still part of what progress shows (pushes as steps of their own).
+    let exported = export(&store, &registry, &renderer, image, &output, &names);
+    renderer.finish();
+    let human = matches!(mode, ProgressMode::Auto | ProgressMode::Tty | ProgressMode::Plain);
+    for (name, digest) in exported? {
+        if human {
+            eprintln!("pushed {name}@{digest}");
         }
-        Output::Archive { format, dest } => {
-            let entries: Vec<SaveEntry<'_>> = if names.is_empty() {
-                vec![SaveEntry { image, name: None, familiar_name: None }]
-            } else {
-                names
-                    .iter()
-                    .map(|n| SaveEntry { image, name: Some(n.to_string()), familiar_name: Some(n.familiar()) })
-                    .collect()
-            };
-            write_archive(&store, &entries, *format, dest.as_deref())?;
-        }
-        Output::Local { dest } => export_local(&store, image, dest)?,
-        Output::Tar { dest } => export_tar(&store, image, dest.as_deref())?,
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, image.config_digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
@@ -436,6 +416,50 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends `image` to `output`; returns what was pushed, as (name, manifest digest).
+fn export(
+    store: &Arc<Store>,
+    registry: &RegistryClient,
+    renderer: &Arc<Renderer>,
+    image: &Image,
+    output: &Output,
+    names: &[Reference],
+) -> anyhow::Result<Vec<(Reference, Digest)>> {
+    let mut pushed = Vec::new();
+    match output {
+        Output::Image { push, .. } => {
+            for name in names {
+                set_tag(store, name, image)?;
+            }
+            for name in names.iter().filter(|_| *push) {
+                // A vertex of its own, its blobs as sub-tasks, as BuildKit's `pushing layers`.
+                let vertex = Digest::of(format!("push {name}").as_bytes()).to_string();
+                let at = std::time::SystemTime::now;
+                renderer.event(Event::Started { vertex: vertex.clone(), name: format!("pushing {name}"), at: at() });
+                let progress = TransferProgress::new(vertex.clone(), Arc::clone(renderer) as Arc<dyn Progress>);
+                let result = block_on(registry.push(store, &image.manifest_digest, name, progress))?;
+                let error = result.as_ref().err().map(ToString::to_string);
+                renderer.event(Event::Completed { vertex, error, at: at() });
+                pushed.push((name.clone(), result.with_context(|| format!("pushing {name}"))?));
+            }
+        }
+        Output::Archive { format, dest } => {
+            let entries: Vec<SaveEntry<'_>> = if names.is_empty() {
+                vec![SaveEntry { image, name: None, familiar_name: None }]
+            } else {
+                names
+                    .iter()
+                    .map(|n| SaveEntry { image, name: Some(n.to_string()), familiar_name: Some(n.familiar()) })
+                    .collect()
+            };
+            write_archive(store, &entries, *format, dest.as_deref())?;
+        }
+        Output::Local { dest } => export_local(store, image, dest)?,
+        Output::Tar { dest } => export_tar(store, image, dest.as_deref())?,
+    }
+    Ok(pushed)
 }
 
 /// Writes the image's root filesystem into `dest` (created if missing), layer by layer with

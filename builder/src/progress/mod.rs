@@ -11,6 +11,7 @@
 mod plain;
 mod rawjson;
 mod steps;
+mod transfer;
 mod tty;
 
 use std::fmt;
@@ -19,6 +20,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+
+pub use transfer::TransferProgress;
 
 use plain::PlainPrinter;
 use steps::Steps;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use kiln_frontend::graph::{Digest as VertexDigest, Source};
 use kiln_store::Digest;
 use kiln_store::image::Image;
-use kiln_store::registry::{NoProgress, Reference, fetch_url};
+use kiln_store::registry::{Reference, fetch_url};
 
 use super::{Output, Solved, Solver};
+use crate::progress::TransferProgress;
 
 impl Solver {
     /// Solves a source vertex.
@@ -27,7 +28,7 @@ impl Solver {
             }
             Source::Context { .. } => Ok(Solved { key, output: Output::Context, cached: true, created: 0 }),
             Source::Image { reference, .. } => {
-                let (image, cached) = self.base_image(handle, reference)?;
+                let (image, cached) = self.base_image(handle, digest, reference)?;
                 Ok(Solved { key, output: Output::Fs { layers: image.layers, own: None }, cached, created: 0 })
             }
             Source::Http { url, checksum, filename } => {
@@ -75,8 +76,14 @@ impl Solver {
     }
 
     /// The image `reference` (pinned by digest when the resolver found it) from the store,
-    /// pulled first when it is not there; the flag says whether it was there.
-    fn base_image(&self, handle: &tokio::runtime::Handle, reference: &str) -> Result<(Image, bool), String> {
+    /// pulled first (its blobs shown under the vertex `digest`) when it is not there; the flag
+    /// says whether it was there.
+    fn base_image(
+        &self,
+        handle: &tokio::runtime::Handle,
+        digest: &VertexDigest,
+        reference: &str,
+    ) -> Result<(Image, bool), String> {
         let parsed = Reference::parse(reference).map_err(|e| format!("invalid image reference {reference}: {e}"))?;
         if let Some(digest) = parsed.digest()
             && self.store.blobs().contains(&digest)
@@ -85,7 +92,12 @@ impl Solver {
             return Ok((image, true));
         }
         let pulled = handle
-            .block_on(self.registry.pull(&self.store, &parsed, &self.options.platform, Arc::new(NoProgress)))
+            .block_on(self.registry.pull(
+                &self.store,
+                &parsed,
+                &self.options.platform,
+                TransferProgress::new(digest.to_string(), Arc::clone(&self.progress)),
+            ))
             .map_err(|e| format!("pulling {reference}: {e}"))?;
         let image = Image::load(self.store.blobs(), &pulled.digest).map_err(|e| format!("reading {reference}: {e}"))?;
         Ok((image, false))
