@@ -867,3 +867,37 @@ fn the_network_flag_sets_the_default_of_run_steps() {
     assert_eq!(read(&root.join("net")), "unreachable\n");
     assert_eq!(read(&root.join("host")), "reachable\n");
 }
+
+/// How many context files a build read for their content (from `kiln --debug`'s log).
+fn context_files_read(k: &Kiln, context: &Path) -> u64 {
+    let out = k.kiln(&["--debug", "build", "--progress", "plain", context.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("context checksums")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(!line.contains('\x1b'), "colour codes in a log that is not a terminal: {line:?}");
+    let value = line.split("files_read=").nth(1).and_then(|v| v.split_whitespace().next());
+    value.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+}
+
+#[test]
+fn an_unchanged_context_is_not_read_again() {
+    let k = kiln();
+    let dir = k.path("statcache");
+    fs::create_dir_all(dir.join("src")).unwrap();
+    for i in 0..50 {
+        fs::write(dir.join(format!("src/f{i}.txt")), format!("file {i}\n")).unwrap();
+    }
+    fs::write(dir.join("Dockerfile"), "FROM busybox\nCOPY src /src\n").unwrap();
+    // Hashes of files changed within the last second are not trusted (racy clean): wait.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(context_files_read(&k, &dir), 50, "the first build reads every file it copies");
+    assert_eq!(context_files_read(&k, &dir), 0, "an unchanged context is hashed from the stat cache");
+    // A new mtime alone: that file is read again (its content is the same, so the COPY hits).
+    let f = fs::File::options().write(true).open(dir.join("src/f7.txt")).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60)).unwrap();
+    drop(f);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(context_files_read(&k, &dir), 1);
+    let (ran, _) = build_steps(&k, &dir, &[]);
+    assert!(ran.is_empty(), "{ran:?}");
+}

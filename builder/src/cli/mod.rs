@@ -76,12 +76,14 @@ pub enum Command {
     Debug(debug::DebugCommand),
 }
 
-/// Sets up `tracing` output on stderr; `RUST_LOG` overrides the level.
+/// Sets up `tracing` output on stderr, coloured only on a terminal (CI logs get plain text);
+/// `RUST_LOG` overrides the level.
 pub fn init_logging(debug: bool) {
     let default = if debug { "debug" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
 /// Runs one parsed command line.

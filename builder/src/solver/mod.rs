@@ -281,6 +281,11 @@ impl Solver {
                 }
             }
         }
+        tracing::debug!(
+            files_read = self.stats.files_read(),
+            known = self.stats.len(),
+            "context checksums: files read for their content, and the stat cache's entries"
+        );
         if let Err(e) = self.stats.save() {
             tracing::warn!("saving the context stat cache: {e}");
         }
