@@ -88,6 +88,9 @@ fn an_image_kiln_pushed_is_pulled_and_run_by_podman_and_docker() {
     let ctx = ctx.to_str().unwrap();
     k.ok(&["build", "--progress", "plain", "-t", &name, "--push", ctx]);
     k.ok(&["build", "--progress", "plain", "--compression", "zstd", "-t", &zstd_name, "--push", ctx]);
+    // Every step of the second build is a cache hit: its layers are re-encoded, not reused.
+    let zstd_layers = k.inspect(&zstd_name)["Manifest"]["layers"].as_array().unwrap().clone();
+    assert!(zstd_layers[1..].iter().all(|l| l["mediaType"].as_str().unwrap().ends_with("+zstd")), "{zstd_layers:#?}");
 
     let podman = Podman::new();
     for image in [&name, &zstd_name] {
