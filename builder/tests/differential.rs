@@ -578,21 +578,31 @@ fn demo_matches_docker_and_buildah() {
     compare(Case::of("demo"));
 }
 
-/// DIFFERENCES.md "heredocs": dockerd 20.10's frontend predates them, so every builder gets the
-/// case with its one heredoc RUN written as a plain RUN of the same commands; kiln's heredoc
-/// itself is checked against BuildKit's documented behaviour in `tests/build.rs`.
+/// DIFFERENCES.md "syntax 20.10 cannot parse": dockerd 20.10's frontend predates heredocs,
+/// `RUN --network` and symbolic `--chmod`, so every builder gets `testdata/build/<dir>` with each
+/// `(current, plain)` text of its Dockerfile written as `plain`: the same commands and modes in a
+/// form 20.10 parses. kiln's own handling of the `current` forms is checked against BuildKit's
+/// documented behaviour in `tests/build.rs`. The variant lives in the returned temp dir: keep it
+/// until the comparison ends.
+fn case_for_docker_20_10(dir: &'static str, rewrites: &[(&str, &str)]) -> (tempfile::TempDir, Case) {
+    let mut dockerfile = fs::read_to_string(case_dir(dir).join("Dockerfile")).unwrap();
+    for (current, plain) in rewrites {
+        assert!(dockerfile.contains(current), "the {dir} case changed: update its docker 20.10 variant here");
+        dockerfile = dockerfile.replace(current, plain);
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("Dockerfile.docker-20.10");
+    fs::write(&path, dockerfile).unwrap();
+    (scratch, Case { dockerfile: path, ..Case::of(dir) })
+}
+
 #[test]
 fn instructions_match_docker_and_buildah() {
-    let dir = case_dir("instructions");
     let heredoc =
         "RUN <<EOT\necho \"heredoc line 1\" > /heredoc.txt\necho \"greeting=$GREETING\" >> /heredoc.txt\nEOT\n";
     let plain = "RUN echo \"heredoc line 1\" > /heredoc.txt && echo \"greeting=$GREETING\" >> /heredoc.txt\n";
-    let original = fs::read_to_string(dir.join("Dockerfile")).unwrap();
-    assert!(original.contains(heredoc), "the instructions case changed: update the docker 20.10 variant here");
-    let scratch = tempfile::tempdir().unwrap();
-    let dockerfile = scratch.path().join("Dockerfile.docker-20.10");
-    fs::write(&dockerfile, original.replace(heredoc, plain)).unwrap();
-    compare(Case { dockerfile, ..Case::of("instructions") });
+    let (_scratch, case) = case_for_docker_20_10("instructions", &[(heredoc, plain)]);
+    compare(case);
 }
 
 #[test]
@@ -698,4 +708,29 @@ fn config_forms_match_docker_and_buildah() {
         buildah_config_exceptions: &["Env", "Cmd", "ExposedPorts"],
         ..Case::of("config-forms")
     });
+}
+
+/// Stage chains, an image as a COPY source, symbolic `--chmod`, `RUN --network=none`, CMD reset
+/// by ENTRYPOINT. DIFFERENCES.md "syntax 20.10 cannot parse": the heredoc RUN (its `#!/bin/sh`
+/// script, which kiln and BuildKit run as `/dev/pipes/EOT`, `tests/build.rs`) is a plain RUN for
+/// every builder, so `$0` is `/bin/sh` everywhere. `COPY --from=busybox:latest` finds the base
+/// every builder has under that name.
+#[test]
+fn features_match_docker_and_buildah() {
+    let heredoc = "RUN <<EOT\n#!/bin/sh\necho \"script ran as $0\" > /script.txt\nEOT\n";
+    let plain = "RUN echo \"script ran as $0\" > /script.txt\n";
+    // 20.10 knows no `RUN --network`; every build here has `--network none`, so without the flag
+    // the step gets the same namespace (only `lo`).
+    let network = ("RUN --network=none sh -c", "RUN sh -c");
+    // 20.10 ignores a non-octal `--chmod` (buildah 1.28 rejects it): the same modes in octal,
+    // `a+x,go-w` of the context's 0644 notes.txt being 0755.
+    let chmod =
+        [("--chmod=u=rwx,go=rx tool.sh", "--chmod=755 tool.sh"), ("--chmod=a+x,go-w notes", "--chmod=755 notes")];
+    let (_scratch, case) = case_for_docker_20_10("features", &[(heredoc, plain), network, chmod[0], chmod[1]]);
+    // A listener on the host that the `--network=none` step must not reach, as in tests/build.rs
+    // (every build here has `--network none` as well). All builders get the same PORT.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = format!("PORT={}", listener.local_addr().unwrap().port());
+    compare(Case { flags: vec!["--build-arg".into(), port], ..case });
+    drop(listener);
 }
