@@ -652,10 +652,14 @@ fn copy_parents_and_exclude() {
     }
     fs::write(
         dir.join("Dockerfile"),
-        "FROM busybox\nCOPY --parents a/./**/*.txt /kept/\nCOPY --exclude=*.md docs /docs\n",
+        "FROM busybox\nCOPY --parents a/./**/*.txt /kept/\nCOPY --exclude=*.md docs /docs\n\
+         COPY --parents --exclude=**/skip.md --exclude=**/b a/ /whole/\n",
     )
     .unwrap();
     let root = rootfs(&k, &dir, &[]);
+    // --parents without a pivot keeps the whole path; two --exclude both apply.
+    assert_eq!(read(&root.join("whole/a/c/two.txt")), "2\n");
+    assert!(!root.join("whole/a/c/skip.md").exists() && !root.join("whole/a/b").exists());
     assert_eq!(read(&root.join("kept/b/one.txt")), "1\n");
     assert_eq!(read(&root.join("kept/c/two.txt")), "2\n");
     assert!(!root.join("kept/c/skip.md").exists() && !root.join("kept/a").exists());

@@ -771,3 +771,29 @@ fn a_step_waiting_for_a_locked_cache_says_so_and_stops_when_cancelled() {
     std::io::Read::read_to_string(&mut a.stderr.take().unwrap(), &mut a_err).unwrap();
     assert!(a.wait().unwrap().success(), "{a_err}");
 }
+
+#[test]
+fn mounts_from_an_image_and_rw_binds_of_a_stage() {
+    let k = kiln();
+    let dir = context(
+        &k,
+        "from-image",
+        "FROM busybox AS tools\nRUN echo tool > /tool.txt\n\
+         FROM busybox\n\
+         RUN --mount=type=bind,from=busybox:latest,source=/etc,target=/img sh -c 'cat /img/passwd > /passwd-via-bind'\n\
+         RUN --mount=type=cache,target=/c,from=busybox:latest,source=/etc cat /c/group > /group-via-cache\n\
+         RUN --mount=type=bind,from=tools,target=/t,rw sh -c 'echo scribble >> /t/tool.txt; cat /t/tool.txt > /rw-seen'\n\
+         RUN --mount=type=bind,from=tools,target=/t cat /t/tool.txt > /after-rw\n\
+         RUN --mount=type=cache,id=one,target=/a --mount=type=cache,id=two,target=/b sh -c 'echo a > /a/f; echo b > /b/f; cat /a/f /b/f > /two-caches'\n",
+        &[],
+    );
+    let (root, _) = build(&k, &dir, &[]);
+    assert_eq!(read(&root.join("passwd-via-bind")), read(&root.join("etc/passwd")));
+    assert_eq!(read(&root.join("group-via-cache")), read(&root.join("etc/group")));
+    assert_eq!(read(&root.join("rw-seen")), "tool\nscribble\n", "a rw bind of a stage takes writes");
+    assert_eq!(read(&root.join("after-rw")), "tool\n", "and they are discarded after the step");
+    assert_eq!(read(&root.join("two-caches")), "a\nb\n");
+    for gone in ["img", "c", "t", "a", "b"] {
+        assert!(!root.join(gone).exists(), "mount point /{gone} leaked into the image");
+    }
+}
