@@ -14,6 +14,8 @@ if [ -z "${KILN:-}" ]; then
   cargo build --release --locked -p kiln-builder
   KILN=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 fi
+# A fresh build leaves ~100 MB to write back: flushed now, it does not stall the first timed loop.
+sync
 
 work=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
 ctr=

@@ -6,8 +6,8 @@ mod sandbox_util;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kiln_runner::sandbox::{CancelToken, Runtime, SandboxError, Stdio};
-use sandbox_util::{busybox_rootfs, sandbox, sh};
+use kiln_runner::sandbox::{CancelToken, Outcome, Runtime, Sandbox, SandboxError, Stdio};
+use sandbox_util::{busybox_rootfs, helper_command, run, sandbox, sh};
 
 /// Entry point of the helper process when this binary is re-executed as the sandbox helper.
 #[test]
@@ -64,7 +64,8 @@ fn state_entries(state: &Path) -> Vec<String> {
                 entries
                     .flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != ".libcontainer"),
+                    // The compiled seccomp programs are shared by steps, not a step's state.
+                    .filter(|n| n != ".libcontainer" && n != ".seccomp"),
             );
         }
     }
@@ -129,4 +130,52 @@ fn cancel_kills_the_whole_tree_and_cleans_up() {
     eventually("processes survived the cancel", || sleepers("4343").is_empty());
     assert_eq!(state_entries(state.path()), Vec::<String>::new());
     assert_eq!(mounts_under(root.path()), Vec::<String>::new());
+}
+
+/// Live processes (not zombies: a zombie's command line is empty) whose command line has `arg`.
+fn processes_with_arg(arg: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_sandbox_keeps_its_helper_across_steps_and_ends_it_when_dropped() {
+    sandbox_util::require_root();
+    let marker = "helper-reuse-marker";
+    let root = busybox_rootfs();
+    let state = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new(Runtime::Embedded, helper_command(&["--skip", marker])).with_state_dir(state.path());
+    let step = sh(root.path(), "echo $$");
+    for _ in 0..3 {
+        let out = run(&sb, &step).unwrap();
+        assert_eq!((out.outcome, out.stdout.as_str()), (Outcome::Exited(0), "1\n"), "stderr: {}", out.stderr);
+    }
+    let helpers = processes_with_arg(marker);
+    assert_eq!(helpers.len(), 1, "three steps one after the other need one helper: {helpers:?}");
+    // Clones share it.
+    let clone = sb.clone();
+    assert_eq!(run(&clone, &step).unwrap().outcome, Outcome::Exited(0));
+    assert_eq!(processes_with_arg(marker), helpers);
+
+    // An idle helper that died is replaced, unnoticed by the step.
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our child (a zombie until reaped).
+    assert_eq!(unsafe { libc::kill(helpers[0], libc::SIGKILL) }, 0);
+    eventually("the killed helper kept running", || processes_with_arg(marker).is_empty());
+    assert_eq!(run(&sb, &step).unwrap().outcome, Outcome::Exited(0));
+    let replaced = processes_with_arg(marker);
+    assert!(replaced.len() == 1 && replaced != helpers, "{replaced:?}");
+
+    drop(sb);
+    assert_eq!(processes_with_arg(marker).len(), 1, "a clone still holds the helper");
+    drop(clone);
+    // Dropping waits for the helper, so it is gone at once.
+    assert_eq!(processes_with_arg(marker), Vec::<i32>::new());
+    assert_eq!(state_entries(state.path()), Vec::<String>::new());
 }

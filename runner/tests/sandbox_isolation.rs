@@ -225,3 +225,31 @@ fn runc_gets_the_same_sandbox() {
         std::fs::read_dir(state.path()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n != ".oci").collect();
     assert!(left.is_empty(), "left in the state dir: {left:?}");
 }
+
+#[test]
+fn seccomp_is_docker_s_profile_with_both_runtimes() {
+    let runc = std::process::Command::new("runc").arg("--version").output();
+    assert!(runc.is_ok_and(|o| o.status.success()), "this test needs runc: install the Debian package runc");
+    let root = busybox_rootfs();
+    let state = tempfile::tempdir().unwrap();
+    // unshare(CLONE_NEWUSER) needs no capability: only the profile (unshare only with
+    // CAP_SYS_ADMIN) refuses it. Exactly one filter: the embedded runtime's init must not load
+    // the profile a second time besides the precompiled one.
+    let script = "grep ^Seccomp /proc/self/status; unshare -U true 2>&1; echo unshare=$?; \
+                  unshare -U true 2>&1; echo again=$?";
+    for runtime in [Runtime::Embedded, Runtime::Oci("runc".into())] {
+        let sb = sandbox(runtime.clone(), state.path());
+        // Twice: the first step compiles the program, the second gets it from the cache.
+        for _ in 0..2 {
+            let out = run(&sb, &sh(root.path(), script)).unwrap();
+            assert_eq!(
+                out.stdout,
+                "Seccomp:\t2\nSeccomp_filters:\t1\n\
+                 unshare: unshare(0x10000000): Operation not permitted\nunshare=1\n\
+                 unshare: unshare(0x10000000): Operation not permitted\nagain=1\n",
+                "{runtime:?}, stderr: {}",
+                out.stderr
+            );
+        }
+    }
+}

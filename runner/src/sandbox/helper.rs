@@ -1,24 +1,31 @@
 //! The two halves of a step: kiln's side ([`run`]) prepares the rootfs and the OCI bundle,
-//! starts the helper and streams output; the helper ([`helper_main_if_requested`]) is a
-//! single-threaded re-execution of kiln that creates, starts, waits for and deletes the
-//! container.
+//! hands the step to a helper and streams its output; the helper ([`helper_main_if_requested`])
+//! is a single-threaded re-execution of kiln that creates, starts, waits for and deletes
+//! containers, one step after the other.
 //!
 //! Why a helper process: the runtime forks, which is unsound from a multi-threaded (tokio)
 //! process, and the clean-up must outlive kiln: kiln holds one end of a socket pair, and when
-//! it closes (kiln exits, is killed, or cancels the step) the helper kills the step's pid
-//! namespace, deletes the container (cgroup included) and its state, then exits.
+//! it closes (kiln exits, is killed, or cancels the step) the helper kills the running step's
+//! pid namespace, deletes the container (cgroup included) and its state, then exits.
 //!
-//! File descriptors of the helper: 0 is the control socket (one JSON request line in, one JSON
-//! reply line out), 1 is `/dev/null` (a test harness may print there), 2 is kiln's stderr, and
-//! 3, 4, 5 are the step's stdin, stdout and stderr.
+//! Helpers are kept per [`Sandbox`] ([`Pool`]): a step takes an idle helper or starts one, and
+//! gives it back when the step is over, so a build starts one helper per concurrently running
+//! step instead of one per step (the re-exec costs milliseconds). The helper of a cancelled step
+//! is not reused: closing its socket is what cancels.
+//!
+//! The control socket is a `SOCK_SEQPACKET` pair: one JSON message per request, carrying the
+//! step's stdin, stdout and stderr as `SCM_RIGHTS`, and one JSON message per reply. File
+//! descriptors of the helper: 0 is the control socket, 1 is `/dev/null` (a test harness may
+//! print there), 2 is kiln's stderr.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio as ProcStdio};
+use std::process::{Child, Command, Stdio as ProcStdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
@@ -26,11 +33,19 @@ use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use oci_spec::runtime::Spec;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
+};
 use serde::{Deserialize, Serialize};
 
 use super::rootfs::{create_cwd, create_stubs};
+use super::seccomp::{self, Filter};
 use super::spec::{SpecInput, build};
-use super::{CancelToken, Exec, Network, Outcome, OutputEvent, Runtime, Sandbox, SandboxError, Stdio, Stream, cgroup};
+use super::{
+    CancelToken, Exec, HelperCommand, Network, Outcome, OutputEvent, Runtime, Sandbox, SandboxError, Stdio, Stream,
+    cgroup,
+};
 use crate::user;
 
 /// The environment variable that turns a kiln process into the sandbox helper.
@@ -38,6 +53,14 @@ const HELPER_MARKER: &str = "KILN_SANDBOX_HELPER";
 
 /// Longest piece of a line delivered at once (a step printing without newlines stays bounded).
 const MAX_LINE: usize = 64 * 1024;
+
+/// Largest control message either side accepts: a request with the largest seccomp program
+/// (4096 instructions, hex-encoded) and long paths fits, and so does any reply.
+const MAX_MESSAGE: usize = 256 * 1024;
+
+/// Where the compiled seccomp programs are kept, below the state directory: shared by all steps
+/// (and kiln processes), so not part of any step's state.
+const SECCOMP_CACHE: &str = ".seccomp";
 
 /// What kiln asks the helper to run.
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +75,8 @@ struct Request {
     cgroup_path: String,
     network_none: bool,
     memory_limit: Option<u64>,
+    /// The embedded runtime's seccomp filter, compiled (hex-encoded BPF); its spec has none.
+    seccomp: Option<String>,
 }
 
 /// How the container ended, or why it could not run.
@@ -75,6 +100,65 @@ fn new_id() -> String {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
     let what = what.into();
     move |source| SandboxError::Io { what, source }
+}
+
+/// A helper process and kiln's end of its control socket.
+#[derive(Debug)]
+struct Helper {
+    child: Child,
+    control: OwnedFd,
+}
+
+impl Drop for Helper {
+    /// Closing the socket ends the helper (killing a step it runs); waiting reaps it, after its
+    /// clean-up.
+    fn drop(&mut self) {
+        let _ = rustix::net::shutdown(&self.control, Shutdown::Both);
+        if let Err(e) = self.child.wait() {
+            tracing::warn!("waiting for the sandbox helper {}: {e}", self.child.id());
+        }
+    }
+}
+
+/// The helpers of one [`Sandbox`] and its clones that are not running a step.
+#[derive(Debug)]
+pub(super) struct Pool {
+    command: HelperCommand,
+    idle: Mutex<Vec<Helper>>,
+}
+
+impl Pool {
+    /// No helper yet: the first step starts one.
+    pub(super) fn new(command: HelperCommand) -> Self {
+        Pool { command, idle: Mutex::new(Vec::new()) }
+    }
+
+    fn take_idle(&self) -> Option<Helper> {
+        // The lock guards a plain Vec: a panic elsewhere cannot leave it half-changed.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+
+    fn give_back(&self, helper: Helper) {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(helper);
+    }
+
+    fn spawn(&self) -> Result<Helper, SandboxError> {
+        let (ours, theirs) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+                .map_err(|e| io("creating the sandbox control socket")(e.into()))?;
+        let child = Command::new(&self.command.program)
+            .args(&self.command.args)
+            .env(HELPER_MARKER, "1")
+            // The runtime logs through `tracing`; if the host binary set up a subscriber before
+            // becoming the helper, keep the runtime's chatter (e.g. missing controllers) quiet.
+            .env("RUST_LOG", "off")
+            .stdin(ProcStdio::from(theirs))
+            .stdout(ProcStdio::null())
+            .stderr(ProcStdio::inherit())
+            .spawn()
+            .map_err(io(format!("starting the sandbox helper {}", self.command.program.display())))?;
+        Ok(Helper { child, control: ours })
+    }
 }
 
 /// Removes a step's state if the helper could not (it was killed): runs on every exit path of
@@ -143,7 +227,8 @@ pub(super) fn run(
     });
     std::fs::create_dir_all(&runtime_state).map_err(io(format!("creating {}", runtime_state.display())))?;
     let bundle = state_dir.join(&id);
-    std::fs::create_dir(&bundle).map_err(io(format!("creating {}", bundle.display())))?;
+    // Root only: config.json holds the step's secret environment entries.
+    std::fs::DirBuilder::new().mode(0o700).create(&bundle).map_err(io(format!("creating {}", bundle.display())))?;
     let guard = StateGuard {
         bundle: bundle.clone(),
         runtime_state: runtime_state.join(&id),
@@ -158,10 +243,21 @@ pub(super) fn run(
         let path = bundle.join(name);
         std::fs::write(&path, content).map_err(io(format!("writing {}", path.display())))?;
     }
-    let spec = build(
+    let mut spec = build(
         exec,
         &SpecInput { user: &user, files_dir: &bundle, provided: &stubs.provided, cgroup_path: &guard.cgroup_path },
     )?;
+    // The embedded runtime gets the profile compiled once (libcontainer would compile it in every
+    // step's init); runc gets it in the spec.
+    let seccomp = match sandbox.runtime() {
+        Runtime::Embedded => spec
+            .linux_mut()
+            .as_mut()
+            .and_then(|linux| linux.seccomp_mut().take())
+            .map(|profile| seccomp::compiled(&profile, &state_dir.join(SECCOMP_CACHE)))
+            .transpose()?,
+        Runtime::Oci(_) => None,
+    };
     let config = bundle.join("config.json");
     spec.save(&config).map_err(|e| SandboxError::Io {
         what: format!("writing {}", config.display()),
@@ -179,6 +275,7 @@ pub(super) fn run(
         cgroup_path: guard.cgroup_path.clone(),
         network_none: exec.network == Network::None,
         memory_limit: exec.limits.memory,
+        seccomp: seccomp.map(|program| hex::encode(&*program)),
     };
     let reply = drive_helper(sandbox, &request, stdio, cancel)?;
     drop(guard);
@@ -224,18 +321,33 @@ impl LineSplitter {
 type StdioPlan<'a> =
     ([OwnedFd; 3], Vec<(std::fs::File, LineSplitter)>, Option<&'a mut (dyn FnMut(OutputEvent) + Send)>);
 
-/// Starts the helper, sends `request`, pumps output until the step is over; the helper's reply
-/// (`None` if it died without one).
+/// Sends `request` with the step's stdio to `helper`; fails if the helper is gone.
+fn send_request(helper: &Helper, message: &[u8], fds: &[OwnedFd; 3]) -> std::io::Result<()> {
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut ancillary = SendAncillaryBuffer::new(&mut space);
+    if !ancillary.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+        return Err(std::io::Error::other("no room for the step's descriptors"));
+    }
+    // NOSIGNAL: a helper that died must give EPIPE, not SIGPIPE.
+    let sent = rustix::net::sendmsg(&helper.control, &[IoSlice::new(message)], &mut ancillary, SendFlags::NOSIGNAL)?;
+    if sent != message.len() {
+        return Err(std::io::Error::other("the request was cut short"));
+    }
+    Ok(())
+}
+
+/// Hands `request` to a helper of the sandbox and pumps output until the step is over; the
+/// helper's reply (`None` if it died without one).
 fn drive_helper(
     sandbox: &Sandbox,
     request: &Request,
     stdio: Stdio<'_>,
     cancel: &CancelToken,
 ) -> Result<Option<Reply>, SandboxError> {
-    let (ours, theirs) = UnixStream::pair().map_err(io("creating the sandbox control socket"))?;
     let dup = |fd: RawFd, what: &str| -> Result<OwnedFd, SandboxError> {
         // SAFETY: fd is one of this process's standard descriptors, open for its lifetime.
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         borrowed.try_clone_to_owned().map_err(io(format!("duplicating {what}")))
     };
     let (child_fds, mut readers, mut sink): StdioPlan<'_> = match stdio {
@@ -251,47 +363,30 @@ fn drive_helper(
             ([null.into(), out_w, err_w], readers, Some(callback))
         }
     };
-    let raw: Vec<RawFd> = child_fds.iter().map(|f| f.as_raw_fd()).collect();
-    let mut cmd = Command::new(&sandbox.helper.program);
-    cmd.args(&sandbox.helper.args)
-        .env(HELPER_MARKER, "1")
-        // The runtime logs through `tracing`; if the host binary set up a subscriber before
-        // becoming the helper, keep the runtime's chatter (e.g. missing controllers) quiet.
-        .env("RUST_LOG", "off")
-        .stdin(ProcStdio::from(OwnedFd::from(theirs)))
-        .stdout(ProcStdio::null())
-        .stderr(ProcStdio::inherit());
-    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Move the step's descriptors above 10 first so none is clobbered by another's dup2.
-            let mut high = [0; 3];
-            for (i, fd) in raw.iter().enumerate() {
-                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
-                if high[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
+    let message = serde_json::to_vec(request).map_err(|e| io("encoding the sandbox request")(e.into()))?;
+    // An idle helper may have died since its last step (killed by someone): then it is reaped
+    // and the next one, or a new one, gets the step.
+    let helper = loop {
+        match sandbox.helpers.take_idle() {
+            Some(helper) => {
+                if send_request(&helper, &message, &child_fds).is_ok() {
+                    break helper;
                 }
             }
-            for (i, fd) in high.iter().enumerate() {
-                if libc::dup2(*fd, 3 + i as RawFd) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            None => {
+                let helper = sandbox.helpers.spawn()?;
+                send_request(&helper, &message, &child_fds).map_err(io("sending the step to the sandbox helper"))?;
+                break helper;
             }
-            Ok(())
-        });
-    }
-    let mut child =
-        cmd.spawn().map_err(io(format!("starting the sandbox helper {}", sandbox.helper.program.display())))?;
-    drop(cmd);
+        }
+    };
+    // The helper has its own copies: ours would keep the output pipes open after the step.
     drop(child_fds);
 
-    let mut control = ours;
-    let mut line = serde_json::to_vec(request).map_err(|e| io("encoding the sandbox request")(e.into()))?;
-    line.push(b'\n');
-    let mut reply_buf = Vec::new();
     let mut reply = None;
-    let mut control_open = control.write_all(&line).is_ok();
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut control_open = true;
+    let mut cancelled = false;
+    let mut buf = vec![0u8; MAX_MESSAGE];
     let mut noop = |_: OutputEvent| {};
     let sink: &mut dyn FnMut(OutputEvent) = match sink.as_mut() {
         Some(s) => *s,
@@ -301,21 +396,24 @@ fn drive_helper(
     loop {
         if control_open && cancel.is_cancelled() {
             // Closing our end is the helper's signal to kill the step.
-            let _ = control.shutdown(std::net::Shutdown::Both);
+            let _ = rustix::net::shutdown(&helper.control, Shutdown::Both);
             control_open = false;
+            cancelled = true;
         }
         if !control_open && !open.iter().any(|o| *o) {
             break;
         }
         let mut pfds: Vec<libc::pollfd> = Vec::new();
         if control_open {
-            pfds.push(libc::pollfd { fd: control.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            pfds.push(libc::pollfd { fd: helper.control.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         }
         for (i, (file, _)) in readers.iter().enumerate() {
             if open[i] {
                 pfds.push(libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLIN, revents: 0 });
             }
         }
+        // Every event wakes the poll at once (the reply, output, the pipes closing); the timeout
+        // only bounds how late a cancel is noticed.
         // SAFETY: pfds is a valid array of pollfd of the given length.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) };
         if n < 0 {
@@ -326,20 +424,19 @@ fn drive_helper(
             return Err(io("waiting for the step")(err));
         }
         for p in pfds.iter().filter(|p| p.revents != 0) {
-            if control_open && p.fd == control.as_raw_fd() {
-                match control.read(&mut buf) {
-                    Ok(0) | Err(_) => control_open = false,
-                    Ok(k) => reply_buf.extend_from_slice(&buf[..k]),
+            if control_open && p.fd == helper.control.as_raw_fd() {
+                // One message is the whole reply; nothing (0 bytes) means the helper is gone.
+                if let Ok((k, len)) = rustix::net::recv(&helper.control, &mut buf[..], RecvFlags::TRUNC)
+                    && k == len
+                {
+                    reply = serde_json::from_slice(&buf[..k]).ok();
                 }
-                if let Some(pos) = reply_buf.iter().position(|&b| b == b'\n') {
-                    reply = serde_json::from_slice(&reply_buf[..pos]).ok();
-                    control_open = false;
-                }
+                control_open = false;
                 continue;
             }
             if let Some(i) = readers.iter().position(|(f, _)| f.as_raw_fd() == p.fd) {
                 let (file, splitter) = &mut readers[i];
-                match file.read(&mut buf) {
+                match std::io::Read::read(file, &mut buf) {
                     Ok(0) | Err(_) => {
                         splitter.finish(sink);
                         open[i] = false;
@@ -349,8 +446,10 @@ fn drive_helper(
             }
         }
     }
-    drop(control);
-    child.wait().map_err(io("waiting for the sandbox helper"))?;
+    if reply.is_some() && !cancelled {
+        sandbox.helpers.give_back(helper);
+    }
+    // Otherwise dropping `helper` waits for it: it has cleaned up when it exits.
     Ok(reply)
 }
 
@@ -362,8 +461,8 @@ pub fn helper_main_if_requested() {
         return;
     }
     // SAFETY: fd 0 is the control socket kiln passed; nothing else in this process owns it.
-    let control = unsafe { UnixStream::from_raw_fd(0) };
-    let code = match helper(control) {
+    let control = unsafe { OwnedFd::from_raw_fd(0) };
+    let code = match helper(&control) {
         Ok(()) => 0,
         Err(message) => {
             eprintln!("kiln sandbox helper: {message}");
@@ -389,40 +488,89 @@ fn survive_terminal_signals() {
     }
 }
 
-/// The helper proper.
-fn helper(control: UnixStream) -> Result<(), String> {
-    survive_terminal_signals();
-    let mut reader = BufReader::new(control.try_clone().map_err(|e| format!("control socket: {e}"))?);
-    let mut line = String::new();
-    reader.read_line(&mut line).map_err(|e| format!("reading the request: {e}"))?;
-    let request: Request = serde_json::from_str(&line).map_err(|e| format!("decoding the request: {e}"))?;
-    // SAFETY: kiln put the step's stdin, stdout and stderr at 3, 4, 5 and nothing else owns them.
-    let fds = unsafe { [OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4), OwnedFd::from_raw_fd(5)] };
-
-    let reply = match &request.runtime {
-        None => run_embedded(&request, fds, &control),
-        Some(binary) => run_oci_binary(&request, binary, fds, &control),
+/// The next request and the step's stdin, stdout and stderr; `None` when kiln closed the socket.
+fn receive(control: &OwnedFd, buf: &mut [u8]) -> Result<Option<(Request, [OwnedFd; 3])>, String> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+    let received = loop {
+        match rustix::net::recvmsg(
+            control,
+            &mut [std::io::IoSliceMut::new(buf)],
+            &mut ancillary,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue, // a terminal signal we survive
+            other => break other.map_err(|e| format!("reading a request: {e}"))?,
+        }
     };
-    if let Err(e) = std::fs::remove_dir_all(&request.bundle) {
-        eprintln!("kiln sandbox helper: removing {}: {e}", request.bundle.display());
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for message in ancillary.drain() {
+        if let RecvAncillaryMessage::ScmRights(received_fds) = message {
+            fds.extend(received_fds);
+        }
     }
-    let reply = reply.unwrap_or_else(Reply::Error);
-    let mut out = serde_json::to_vec(&reply).map_err(|e| e.to_string())?;
-    out.push(b'\n');
-    // kiln may be gone (that is why we are cleaning up): a failed write is expected then.
-    let _ = (&control).write_all(&out);
+    if received.bytes == 0 {
+        return Ok(None);
+    }
+    if received.flags.intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC) {
+        return Err("a request did not fit the buffer".into());
+    }
+    let request = serde_json::from_slice(&buf[..received.bytes]).map_err(|e| format!("decoding a request: {e}"))?;
+    let fds: [OwnedFd; 3] =
+        fds.try_into().map_err(|fds: Vec<_>| format!("a request came with {} descriptors, not 3", fds.len()))?;
+    Ok(Some((request, fds)))
+}
+
+/// Reaps whatever child is left (a runtime's process re-parented to us, as subreaper): between
+/// steps the helper has no child of its own.
+fn reap_strays() {
+    // SAFETY: waitpid with a null status pointer and WNOHANG has no memory-safety preconditions.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+}
+
+/// The helper proper: steps one after the other until kiln closes the socket.
+fn helper(control: &OwnedFd) -> Result<(), String> {
+    survive_terminal_signals();
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    while let Some((request, fds)) = receive(control, &mut buf)? {
+        let reply = match &request.runtime {
+            None => run_embedded(&request, fds, control),
+            Some(binary) => run_oci_binary(&request, binary, fds, control),
+        };
+        if let Err(e) = std::fs::remove_dir_all(&request.bundle) {
+            eprintln!("kiln sandbox helper: removing {}: {e}", request.bundle.display());
+        }
+        reap_strays();
+        let out = serde_json::to_vec(&reply.unwrap_or_else(Reply::Error)).map_err(|e| e.to_string())?;
+        // kiln may be gone (then the step was killed, and we are done): the next receive says so.
+        let _ = rustix::net::send(control, &out, SendFlags::NOSIGNAL);
+    }
     Ok(())
 }
 
 /// The workload of the embedded runtime: the default executor, plus `PR_SET_PDEATHSIG` so the
-/// step dies with the helper even if the helper is SIGKILLed.
+/// step dies with the helper even if the helper is SIGKILLed, and the step's precompiled
+/// seccomp filter.
 #[derive(Clone)]
-struct StepExecutor;
+struct StepExecutor {
+    filter: Option<Filter>,
+}
 
 impl Executor for StepExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         // SAFETY: prctl(PR_SET_PDEATHSIG) has no memory-safety preconditions.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        // libcontainer's init calls this last: after no_new_privs (so an unprivileged load is
+        // allowed), the capability drop, the user switch and the start signal. Only the PATH
+        // lookup and execve run under the filter before the command does, as with runc.
+        if let Some(filter) = &self.filter
+            && let Err(e) = filter.load()
+        {
+            // Past the start signal an error only ends the init: say why on the step's stderr.
+            let message = format!("kiln: loading the step's seccomp filter: {e}");
+            eprintln!("{message}");
+            return Err(ExecutorError::Other(message));
+        }
         DefaultExecutor {}.exec(spec)
     }
 
@@ -431,12 +579,19 @@ impl Executor for StepExecutor {
     }
 }
 
-fn run_embedded(request: &Request, fds: [OwnedFd; 3], control: &UnixStream) -> Result<Reply, String> {
+fn run_embedded(request: &Request, fds: [OwnedFd; 3], control: &OwnedFd) -> Result<Reply, String> {
     let [stdin, stdout, stderr] = fds;
+    let filter = match &request.seccomp {
+        Some(program) => {
+            let bytes = hex::decode(program).map_err(|e| format!("decoding the seccomp program: {e}"))?;
+            Some(Filter::from_bytes(&bytes)?)
+        }
+        None => None,
+    };
     let built = ContainerBuilder::new(request.id.clone(), SyscallType::default())
         .with_root_path(&request.state_root)
         .map_err(|e| e.to_string())?
-        .with_executor(StepExecutor)
+        .with_executor(StepExecutor { filter })
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
@@ -471,7 +626,7 @@ fn run_embedded(request: &Request, fds: [OwnedFd; 3], control: &UnixStream) -> R
 }
 
 /// Runs `binary` (runc or compatible) with the bundle: `create`, `start`, wait, `delete`.
-fn run_oci_binary(request: &Request, binary: &Path, fds: [OwnedFd; 3], control: &UnixStream) -> Result<Reply, String> {
+fn run_oci_binary(request: &Request, binary: &Path, fds: [OwnedFd; 3], control: &OwnedFd) -> Result<Reply, String> {
     // The step's init is re-parented to us when `create` exits, so we can wait for it.
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory-safety preconditions.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
@@ -545,7 +700,7 @@ fn runtime_errors(log: &Path) -> String {
 }
 
 /// Waits for the step's init `pid` to exit, or for kiln to go away (then kills it first).
-fn wait_step(pid: i32, control: &UnixStream, request: &Request) -> Result<Reply, String> {
+fn wait_step(pid: i32, control: &OwnedFd, request: &Request) -> Result<Reply, String> {
     // SAFETY: pidfd_open has no memory-safety preconditions.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
     if pidfd < 0 {
@@ -568,8 +723,8 @@ fn wait_step(pid: i32, control: &UnixStream, request: &Request) -> Result<Reply,
         }
         if pfds[1].revents != 0 {
             let mut byte = [0u8; 1];
-            // kiln never writes after its request: readable means closed.
-            if matches!((&*control).read(&mut byte), Ok(0) | Err(_)) {
+            // kiln never writes during a step: readable means closed.
+            if matches!(rustix::net::recv(control, &mut byte[..], RecvFlags::empty()), Ok((0, _)) | Err(_)) {
                 // Killing the pid namespace's init kills every process in it.
                 // SAFETY: kill(2) has no memory-safety preconditions.
                 unsafe { libc::kill(pid, libc::SIGKILL) };

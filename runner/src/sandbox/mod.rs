@@ -9,13 +9,15 @@
 //! default capabilities, seccomp profile, masked and read-only paths; `no_new_privs`; memory,
 //! pids and cpu limits in a cgroup (v1 or v2).
 //!
-//! One OCI runtime spec describes all of it ([`spec`]), and either runtime gets exactly that spec:
-//! the embedded one (youki's `libcontainer`, the default) or any OCI runtime binary
-//! ([`Runtime::Oci`], e.g. runc). Both run from a small single-threaded helper process (the kiln
-//! binary re-executed, see [`helper_main_if_requested`]): the helper survives kiln, so when kiln
-//! is killed (Ctrl-C, SIGKILL, a panic) it sees its control socket close, kills the step's pid
-//! namespace and removes the cgroup and the step's state. The step's init also carries
-//! `PR_SET_PDEATHSIG`, so killing the helper itself takes the step with it.
+//! One OCI runtime spec describes all of it ([`spec`]), and either runtime gets that spec: the
+//! embedded one (youki's `libcontainer`, the default) or any OCI runtime binary
+//! ([`Runtime::Oci`], e.g. runc). The embedded runtime gets the seccomp profile compiled by kiln
+//! (once, not in every step's init) instead of in the spec ([`seccomp`]). Both run from small
+//! single-threaded helper processes (the kiln binary re-executed, see
+//! [`helper_main_if_requested`]), kept by the [`Sandbox`] across steps: a helper survives kiln,
+//! so when kiln is killed (Ctrl-C, SIGKILL, a panic) it sees its control socket close, kills the
+//! step's pid namespace and removes the cgroup and the step's state. The step's init also
+//! carries `PR_SET_PDEATHSIG`, so killing the helper itself takes the step with it.
 
 mod cgroup;
 mod helper;
@@ -344,18 +346,19 @@ pub enum SandboxError {
     },
 }
 
-/// Runs steps: one runtime, one state directory, one helper program.
+/// Runs steps: one runtime, one state directory, one helper program. Clones share the helper
+/// processes, which are kept between steps and end when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     runtime: Runtime,
     state_dir: PathBuf,
-    helper: HelperCommand,
+    helpers: Arc<helper::Pool>,
 }
 
 impl Sandbox {
     /// A sandbox using `runtime`, the helper `helper` and state under [`DEFAULT_STATE_DIR`].
     pub fn new(runtime: Runtime, helper: HelperCommand) -> Self {
-        Sandbox { runtime, state_dir: PathBuf::from(DEFAULT_STATE_DIR), helper }
+        Sandbox { runtime, state_dir: PathBuf::from(DEFAULT_STATE_DIR), helpers: Arc::new(helper::Pool::new(helper)) }
     }
 
     /// Keeps runtime state under `dir` instead of [`DEFAULT_STATE_DIR`].

@@ -1,5 +1,7 @@
 //! The OCI runtime spec of a step: the one contract both runtimes (embedded libcontainer and
-//! an external binary such as runc) receive, so both give a step the same sandbox.
+//! an external binary such as runc) receive, so both give a step the same sandbox. (The
+//! embedded runtime gets `linux.seccomp` as the BPF program compiled from it, see
+//! [`super::seccomp`].)
 //!
 //! The values follow Docker's and runc's defaults: the capability set of `docker run`,
 //! runc's mounts, masked and read-only paths, the device cgroup allow-list, and Docker's
@@ -20,7 +22,7 @@ use crate::user::ExecUser;
 
 /// Docker's default capabilities (`docker run` without `--cap-add`), as both the enum and the
 /// names the seccomp profile's conditions use.
-const DEFAULT_CAPS: [(Capability, &str); 14] = [
+pub(super) const DEFAULT_CAPS: [(Capability, &str); 14] = [
     (Capability::Chown, "CAP_CHOWN"),
     (Capability::DacOverride, "CAP_DAC_OVERRIDE"),
     (Capability::Fsetid, "CAP_FSETID"),

@@ -47,14 +47,17 @@ pub fn require_root() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "the sandbox tests need root (namespaces, cgroups, mounts)");
 }
 
+/// This test binary as the helper, with `extra` arguments (e.g. `--skip <marker>`, harmless to
+/// the test harness, to tell a test's helpers from those of tests running alongside).
+pub fn helper_command(extra: &[&str]) -> HelperCommand {
+    let args = ["--exact", HELPER_TEST, "--nocapture", "--test-threads=1", "-q"].iter().chain(extra);
+    HelperCommand { program: std::env::current_exe().unwrap(), args: args.map(Into::into).collect() }
+}
+
 /// A sandbox with its state in `state` and this test binary as the helper.
 pub fn sandbox(runtime: Runtime, state: &Path) -> Sandbox {
     require_root();
-    let helper = HelperCommand {
-        program: std::env::current_exe().unwrap(),
-        args: ["--exact", HELPER_TEST, "--nocapture", "--test-threads=1", "-q"].iter().map(Into::into).collect(),
-    };
-    Sandbox::new(runtime, helper).with_state_dir(state)
+    Sandbox::new(runtime, helper_command(&[])).with_state_dir(state)
 }
 
 /// What a captured run produced.
