@@ -325,6 +325,12 @@ fn outputs_targets_and_dockerfile_sources() {
         let listing = String::from_utf8(listing.stdout).unwrap();
         assert!(listing.lines().any(|l| l == marker), "{kind}: {listing}");
     }
+    // name= names the image in an archive, as -t does.
+    let dest = k.path("named.tar");
+    k.ok(&["build", "-q", "-o", &format!("type=docker,dest={},name=named:2", dest.display()), ctx]);
+    let manifest = std::process::Command::new("tar").arg("-xOf").arg(&dest).arg("manifest.json").output().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["named:2"]), "{manifest:#}");
 
     // -f - reads the Dockerfile from stdin; --label is set on the image.
     let mut child = k

@@ -109,8 +109,8 @@ pub struct BuildArgs {
 enum Output {
     /// Names in the store (and a push when asked).
     Image { names: Vec<String>, push: bool },
-    /// An archive file (`-`: standard output).
-    Archive { format: ArchiveFormat, dest: Option<PathBuf> },
+    /// An archive file (`None`: standard output) holding the image under `names`.
+    Archive { format: ArchiveFormat, dest: Option<PathBuf>, names: Vec<String> },
     /// The root filesystem into a directory.
     Local { dest: PathBuf },
     /// The root filesystem as one tar file (`None`: standard output).
@@ -147,13 +147,16 @@ fn parse_output(args: &BuildArgs) -> anyhow::Result<Output> {
         let (k, v) = part.split_once('=').with_context(|| format!("--output {spec:?}: {part:?} is not KEY=VALUE"))?;
         fields.insert(k.trim().to_owned(), v.trim().to_owned());
     }
+    // `-t` names and an output's `name=` both name the image.
+    let names_with = |name: Option<String>| {
+        let mut names = args.tags.clone();
+        names.extend(name.iter().flat_map(|n| n.split(',')).map(str::to_owned));
+        names
+    };
     let kind = fields.remove("type").unwrap_or_else(|| "local".to_owned());
     let output = match kind.as_str() {
         "image" | "registry" => {
-            let mut names = args.tags.clone();
-            if let Some(n) = fields.remove("name") {
-                names.extend(n.split(',').map(str::to_owned));
-            }
+            let names = names_with(fields.remove("name"));
             let push = match fields.remove("push").as_deref() {
                 None | Some("false") => kind == "registry" || args.push,
                 Some("true") => true,
@@ -167,7 +170,11 @@ fn parse_output(args: &BuildArgs) -> anyhow::Result<Output> {
             }
             let format = if kind == "oci" { ArchiveFormat::Oci } else { ArchiveFormat::Docker };
             let dest = fields.remove("dest").map(PathBuf::from);
-            Output::Archive { format, dest: dest.filter(|d| d != Path::new("-")) }
+            Output::Archive {
+                format,
+                dest: dest.filter(|d| d != Path::new("-")),
+                names: names_with(fields.remove("name")),
+            }
         }
         "local" => {
             let dest =
@@ -291,16 +298,12 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
     {
         bail!("--push needs a name for the image: give -t NAME");
     }
-    let names: Vec<Reference> = match &output {
-        Output::Image { names, .. } => {
-            names.iter().map(|n| n.parse().with_context(|| format!("invalid tag {n:?}"))).collect::<Result<_, _>>()?
-        }
-        _ => args
-            .tags
-            .iter()
-            .map(|n| n.parse().with_context(|| format!("invalid tag {n:?}")))
-            .collect::<Result<_, _>>()?,
+    let names = match &output {
+        Output::Image { names, .. } | Output::Archive { names, .. } => names,
+        Output::Local { .. } | Output::Tar { .. } => &args.tags,
     };
+    let names: Vec<Reference> =
+        names.iter().map(|n| n.parse().with_context(|| format!("invalid tag {n:?}"))).collect::<Result<_, _>>()?;
     let host = Platform::host();
     if let Some(p) = &args.platform {
         let wanted: Platform = p.parse().with_context(|| format!("--platform {p}"))?;
@@ -445,7 +448,7 @@ fn export(
                 pushed.push((name.clone(), result.with_context(|| format!("pushing {name}"))?));
             }
         }
-        Output::Archive { format, dest } => {
+        Output::Archive { format, dest, .. } => {
             let entries: Vec<SaveEntry<'_>> = if names.is_empty() {
                 vec![SaveEntry { image, name: None, familiar_name: None }]
             } else {
