@@ -7,6 +7,7 @@
 
 use std::io::{self, Write};
 
+use super::gzip::ParallelGzip;
 use super::{Compression, MediaTypeFamily};
 use crate::blobs::{BlobError, BlobStore, BlobWriter};
 use crate::digest::{Digest, Hasher};
@@ -42,7 +43,7 @@ pub enum EncodeError {
 
 enum Encoder {
     Plain(BlobWriter),
-    Gzip(flate2::write::GzEncoder<BlobWriter>),
+    Gzip(ParallelGzip<BlobWriter>),
     Zstd(zstd::stream::write::Encoder<'static, BlobWriter>),
 }
 
@@ -63,15 +64,14 @@ impl LayerWriter {
     pub fn new(blobs: &BlobStore, compression: Compression) -> Result<LayerWriter, EncodeError> {
         let blob = blobs.writer()?;
         let compress_err = |source| EncodeError::Compress { compression, source };
+        // Both compressors use every core: compression is most of a big layer's cost.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let encoder = match compression {
             Compression::Uncompressed => Encoder::Plain(blob),
-            Compression::Gzip => {
-                Encoder::Gzip(flate2::write::GzEncoder::new(blob, flate2::Compression::new(GZIP_LEVEL)))
-            }
+            Compression::Gzip => Encoder::Gzip(ParallelGzip::new(blob, GZIP_LEVEL, threads).map_err(compress_err)?),
             Compression::Zstd => {
                 let mut z = zstd::stream::write::Encoder::new(blob, ZSTD_LEVEL).map_err(compress_err)?;
-                let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-                z.multithread(threads).map_err(compress_err)?;
+                z.multithread(threads as u32).map_err(compress_err)?;
                 Encoder::Zstd(z)
             }
         };
