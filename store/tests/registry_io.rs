@@ -412,7 +412,9 @@ async fn registry_killed_mid_push_then_rerun() {
 async fn corrupted_blob_is_rejected_and_nothing_stored() {
     let reg = Registry::plain();
     let env = Env::new();
-    let manifest = env.image(8, &[100_000]);
+    // A big second layer is still downloading when the first fails: it is stopped, and its
+    // temp file is gone by the time the pull returns.
+    let manifest = env.image(8, &[100_000, 32 << 20]);
     let layer = image::Image::load(env.store.blobs(), &manifest).unwrap().layers[0].digest.clone();
     let dest = reference(&reg.host(), "corrupt/app:1");
     env.client().push(&env.store, &manifest, &dest, Arc::new(NoProgress)).await.unwrap();

@@ -129,6 +129,9 @@ pub enum RemoteCause {
     /// Reading the local blob being pushed failed.
     #[error("reading the local blob: {0}")]
     Local(String),
+    /// Stopped because another transfer of the same operation failed (that one is reported).
+    #[error("stopped: another blob of the same transfer failed")]
+    Cancelled,
 }
 
 impl RemoteCause {

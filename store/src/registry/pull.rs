@@ -3,9 +3,10 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 
 use crate::Store;
 use crate::blobs::{BlobError, BlobStore};
@@ -75,11 +76,27 @@ impl RegistryClient {
 
         // GC cannot run until the caller has tagged what lands here: the caller's `Store` holds
         // the store lock shared, and prune needs it exclusive (see the store's contract).
-        stream::iter(&blobs)
-            .map(|(blob, size)| self.pull_blob(&ep, store.blobs(), reference, blob, *size, progress.clone()))
+        // The first failure stops the other downloads, and every download finishes (its temp
+        // file removed) before the error is returned: a failed pull leaves nothing behind.
+        let abort = AtomicBool::new(false);
+        let results: Vec<Result<Digest, RegistryError>> = stream::iter(&blobs)
+            .map(|(blob, size)| async {
+                let result =
+                    self.pull_blob(&ep, store.blobs(), reference, (blob, *size), progress.clone(), &abort).await;
+                if result.is_err() {
+                    abort.store(true, Ordering::Relaxed);
+                }
+                result
+            })
             .buffer_unordered(self.options.concurrency.max(1))
-            .try_collect::<Vec<Digest>>()
-            .await?;
+            .collect()
+            .await;
+        let cancelled = |e: &RegistryError| matches!(e, RegistryError::Remote { cause: RemoteCause::Cancelled, .. });
+        let mut errors = results.into_iter().filter_map(Result::err);
+        let first = errors.by_ref().find(|e| !cancelled(e));
+        if let Some(e) = first.or_else(|| errors.next()) {
+            return Err(e);
+        }
 
         let size = raw.len() as u64;
         let mut w = store.blobs().writer().map_err(|source| RegistryError::Blob { reference: name.clone(), source })?;
@@ -129,9 +146,9 @@ impl RegistryClient {
         ep: &Endpoint,
         blobs: &BlobStore,
         reference: &Reference,
-        digest: &Digest,
-        size: u64,
+        (digest, size): (&Digest, u64),
         progress: Arc<dyn Progress>,
+        abort: &AtomicBool,
     ) -> Result<Digest, RegistryError> {
         progress.blob_started(digest, size);
         if blobs.contains(digest) {
@@ -148,7 +165,7 @@ impl RegistryClient {
             &self.options.retry,
             &op.label(),
             |attempt, cause| progress.blob_retrying(digest, attempt, cause),
-            || download(ep, blobs, reference, digest, size, progress.as_ref()),
+            || download(ep, blobs, reference, digest, size, progress.as_ref(), abort),
         )
         .await
         .map_err(|f| op.error(f))?;
@@ -158,7 +175,8 @@ impl RegistryClient {
 }
 
 /// One download try: the response body streams to a blob writer on a blocking thread, which
-/// commits only if digest and size match. Any failure leaves nothing in the store.
+/// commits only if digest and size match. Any failure leaves nothing in the store, and the
+/// writer's temp file is gone when this returns. `abort` set stops it ([`RemoteCause::Cancelled`]).
 async fn download(
     ep: &Endpoint,
     blobs: &BlobStore,
@@ -166,6 +184,7 @@ async fn download(
     digest: &Digest,
     size: u64,
     progress: &dyn Progress,
+    abort: &AtomicBool,
 ) -> Result<(), RemoteCause> {
     let local = |e: BlobError| RemoteCause::Local(e.to_string());
     let mut body = ep
@@ -193,6 +212,10 @@ async fn download(
     let mut received = 0u64;
     let mut failure = None;
     while let Some(item) = body.next().await {
+        if abort.load(Ordering::Relaxed) {
+            failure = Some(RemoteCause::Cancelled);
+            break;
+        }
         let chunk = match item {
             Ok(c) => c,
             Err(e) => {
