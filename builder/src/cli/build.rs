@@ -373,6 +373,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // The outputs are still part of what progress shows (pushes as steps of their own).
     let exported = export(&store, &registry, &renderer, image, &output, &names);
     renderer.finish();
+    // Summary lines are for people: not in rawjson (its stream is JSON only) or quiet progress.
     let human = matches!(mode, ProgressMode::Auto | ProgressMode::Tty | ProgressMode::Plain);
     for (name, digest) in exported? {
         if human {
@@ -404,8 +405,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
         if !output.to_stdout() {
             println!("{}", image.config_digest);
         }
-    } else if matches!(mode, ProgressMode::Auto | ProgressMode::Tty | ProgressMode::Plain) {
-        // Not with rawjson (its stream is JSON only) or quiet progress.
+    } else if human {
         eprintln!(
             "built {} ({} steps run, {} cached){}",
             image.config_digest,
@@ -487,8 +487,10 @@ fn export_tar(store: &Store, image: &Image, dest: Option<&Path>) -> anyhow::Resu
         write_tree(out, snapshot.rootfs(), &DiffOptions::default())?;
         Ok(())
     });
-    snapshot.cleanup().context("removing the image's snapshot")?;
-    written
+    // The snapshot goes either way; a failed write is the error to report.
+    let cleaned = snapshot.cleanup().context("removing the image's snapshot");
+    written?;
+    cleaned
 }
 
 /// Prints what BuildKit prints for a failed step: its last output lines and its Dockerfile

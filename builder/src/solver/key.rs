@@ -154,7 +154,7 @@ impl Solver {
         let Some(record) = self.store.meta().cache_get(key).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let mut own = record.layer.map(|l| Layer {
+        let own = record.layer.map(|l| Layer {
             digest: l.digest,
             size: l.size,
             media_type: l.media_type,
@@ -175,15 +175,10 @@ impl Solver {
                 media_type: encoded.media_type.to_owned(),
                 diff_id: encoded.diff_id,
             };
-            self.cache_store(key, root, Some(&layer), record.created)?;
-            own = Some(layer);
+            let solved = self.cache_store(key, root, Some(&layer), record.created)?;
+            return Ok(Some(Solved { cached: true, ..solved }));
         }
-        Ok(Some(Solved {
-            key: result_key(key, root, own.as_ref()),
-            output: Output::Fs { layers: root.layers().iter().cloned().chain(own.clone()).collect(), own },
-            cached: true,
-            created: record.created,
-        }))
+        Ok(Some(fs_result(key, root, own, record.created, true)))
     }
 
     /// Records under `key` that the step on `root` added `own` at `created`, and returns its
@@ -195,8 +190,8 @@ impl Solver {
         own: Option<&Layer>,
         created: u64,
     ) -> Result<Solved, String> {
-        let layers: Vec<Layer> = root.layers().iter().cloned().chain(own.cloned()).collect();
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let solved = fs_result(key, root, own.cloned(), created, false);
+        let diff_ids: Vec<Digest> = solved.layers().iter().map(|l| l.diff_id.clone()).collect();
         let record = CacheRecord {
             layer: own.map(|l| CachedLayer {
                 digest: l.digest.clone(),
@@ -208,11 +203,16 @@ impl Solver {
             created,
         };
         self.store.meta().cache_put(key, &record).map_err(|e| format!("recording the cache entry: {e}"))?;
-        Ok(Solved {
-            key: result_key(key, root, own),
-            output: Output::Fs { layers, own: own.cloned() },
-            cached: false,
-            created,
-        })
+        Ok(solved)
+    }
+}
+
+/// The result of the step under `key` that added `own` on `root`.
+fn fs_result(key: &str, root: &Solved, own: Option<Layer>, created: u64, cached: bool) -> Solved {
+    Solved {
+        key: result_key(key, root, own.as_ref()),
+        output: Output::Fs { layers: root.layers().iter().cloned().chain(own.clone()).collect(), own },
+        cached,
+        created,
     }
 }
